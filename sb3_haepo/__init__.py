@@ -1,0 +1,11 @@
+import os
+
+from sb3_haepo.common.buffers import EpisodeBuffer
+from sb3_haepo.haepo import HAEPO
+
+# Read version from file
+version_file = os.path.join(os.path.dirname(__file__), "version.txt")
+with open(version_file) as file_handler:
+    __version__ = file_handler.read().strip()
+
+__all__ = ["HAEPO", "EpisodeBuffer", "__version__"]

@@ -1,0 +1,291 @@
+"""Base class of the critic-free algorithms that update on groups of complete episodes."""
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_haepo.common.buffers import EpisodeBuffer
+from sb3_haepo.common.type_aliases import EpisodeBatch
+
+SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+SUPPORTED_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
+    """
+    The base for on-policy algorithms that collect complete episodes into an :class:`EpisodeBuffer` and use no critic.
+
+    A rollout ends as soon as ``n_episodes`` episodes have completed across all envs of the VecEnv. Every episode that
+    completed on that last vector step joins the group, so a group holds between ``n_episodes`` and
+    ``n_episodes + n_envs - 1`` episodes. Episodes still running are carried over to the next rollout.
+
+    The policy is SB3's actor-critic policy, but only its actor is ever evaluated: rollouts and updates call
+    ``policy.get_distribution`` (features extractor + actor MLP + action head), never ``policy.forward`` or
+    ``predict_values``, so the value head costs no compute and receives no gradient (Adam skips parameters without a
+    gradient). Unless ``policy_kwargs`` gives a ``net_arch``, the value MLP is empty (``vf=[]``), so it costs almost
+    no memory either.
+
+    A frozen reference policy ``ref_policy`` (same architecture, no gradient, not in the optimizer) is built in
+    ``_setup_model`` and saved with the model.
+
+    :param n_episodes: Number of complete episodes per update (the group size M)
+    :param max_episode_steps: Guard for envs that never end: an episode that reaches this many steps without
+        ``done`` is cut there and closed as truncated (the env itself keeps running, and its next steps start a new
+        episode). Cuts are counted in ``rollout/n_cut_episodes``.
+    """
+
+    rollout_buffer: EpisodeBuffer  # type: ignore[assignment]
+    policy: ActorCriticPolicy
+    ref_policy: ActorCriticPolicy
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": ActorCriticPolicy,
+        "CnnPolicy": ActorCriticCnnPolicy,
+        "MultiInputPolicy": MultiInputActorCriticPolicy,
+    }
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule,
+        n_episodes: int,
+        gamma: float,
+        max_grad_norm: float,
+        max_episode_steps: int,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=1,  # unused: rollouts end on a number of complete episodes (n_episodes), not of steps
+            gamma=gamma,
+            gae_lambda=1.0,  # unused: no critic, returns are Monte Carlo episode returns
+            ent_coef=0.0,  # unused: the episodic algorithms define their own regularisers
+            vf_coef=0.0,  # unused: no critic
+            max_grad_norm=max_grad_norm,
+            use_sde=False,  # gSDE is not supported
+            sde_sample_freq=-1,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+            supported_action_spaces=SUPPORTED_ACTION_SPACES,
+        )
+        if not isinstance(n_episodes, (int, np.integer)) or n_episodes < 2:
+            raise ValueError(f"n_episodes must be an integer >= 2 (a group needs episodes to compare), got {n_episodes!r}")
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+        if max_grad_norm <= 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm!r}")
+        if not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be an integer >= 1, got {max_episode_steps!r}")
+        self.n_episodes = int(n_episodes)
+        self.max_episode_steps = int(max_episode_steps)
+        self._n_cut_episodes = 0
+        self._n_discarded_steps = 0
+
+    def _check_observation_space(self) -> None:
+        obs_space = self.observation_space
+        subspaces = list(obs_space.spaces.values()) if isinstance(obs_space, spaces.Dict) else [obs_space]
+        for subspace in subspaces:
+            if not isinstance(subspace, SUPPORTED_OBSERVATION_SPACES):
+                raise ValueError(
+                    f"Unsupported observation space {obs_space} for {self.__class__.__name__}: allowed are "
+                    "Box, Discrete, MultiDiscrete, MultiBinary, and a Dict of these"
+                )
+
+    def _make_policy(self) -> ActorCriticPolicy:
+        return self.policy_class(  # type: ignore[assignment]
+            self.observation_space, self.action_space, self.lr_schedule, use_sde=False, **self.policy_kwargs
+        ).to(self.device)
+
+    def _setup_model(self) -> None:
+        # Not calling OnPolicyAlgorithm._setup_model, which allocates a fixed (n_steps, n_envs) RolloutBuffer
+        self._check_observation_space()
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        if "net_arch" not in self.policy_kwargs and not issubclass(self.policy_class, ActorCriticCnnPolicy):
+            # No critic: keep the value MLP empty (the policy MLP is SB3's default 64x64)
+            self.policy_kwargs = {**self.policy_kwargs, "net_arch": dict(pi=[64, 64], vf=[])}
+        self.policy = self._make_policy()
+        self.ref_policy = self._make_policy()
+        self.ref_policy.load_state_dict(self.policy.state_dict())
+        self.ref_policy.set_training_mode(False)
+        self.ref_policy.requires_grad_(False)
+        self.rollout_buffer = EpisodeBuffer(
+            self.observation_space, self.action_space, n_envs=self.n_envs, gamma=self.gamma, device=self.device
+        )
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        # The reference policy is saved, so that training continues identically after load
+        return ["policy", "policy.optimizer", "ref_policy"], []
+
+    def _discard_aborted_episodes(self) -> None:
+        """
+        Drop the episodes in progress of envs that were reset outside the rollout loop.
+
+        ``_last_episode_starts[i]`` means that ``_last_obs[i]`` starts a new episode. If the buffer still holds steps
+        of an episode of env ``i`` at that point, the env was reset from outside (``learn()`` with
+        ``reset_num_timesteps=True``, ``set_env``, ``load``): that episode can never complete. Its steps are counted.
+        """
+        assert self._last_episode_starts is not None
+        n_dropped = self.rollout_buffer.discard_in_progress(np.asarray(self._last_episode_starts, dtype=bool))
+        self._n_discarded_steps += n_dropped
+
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """
+        Collect complete episodes with the current policy until ``n_episodes`` of them have completed.
+
+        Largely identical to ``OnPolicyAlgorithm.collect_rollouts``: the same callback protocol (``on_rollout_start``,
+        one ``on_step`` per ``env.step`` with the locals ``dones``, ``infos``, ``new_obs``, ``rewards``,
+        ``on_rollout_end``), action clipping, ``num_timesteps`` and episode-info bookkeeping. What differs:
+        the stop condition (complete episodes instead of ``n_rollout_steps``, which is ignored), the policy call
+        (actor only, no value), no timeout bootstrap (no critic: a time limit ends an episode like termination does),
+        and the buffer, which keeps the unfinished episodes for the next rollout.
+
+        :param env: The training environment
+        :param callback: Callback that will be called at each step (and at the beginning and end of the rollout)
+        :param rollout_buffer: Must be ``self.rollout_buffer``
+        :param n_rollout_steps: Unused (kept for the parent's signature)
+        :return: True if ``n_episodes`` episodes completed, False if the callback stopped training
+        """
+        assert self._last_obs is not None, "No previous observation was provided"
+        assert isinstance(rollout_buffer, EpisodeBuffer), f"{self.__class__.__name__} needs an EpisodeBuffer"
+        # Switch to eval mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(False)
+        # new to episodic: the previous group was used by train(); keep the episodes still running
+        if rollout_buffer.n_completed > 0:
+            rollout_buffer.pop_completed()
+        self._discard_aborted_episodes()
+        n_carried_steps = rollout_buffer.n_in_progress_steps
+
+        callback.on_rollout_start()
+        n_steps = 0
+        dones = np.zeros(env.num_envs, dtype=bool)
+        while rollout_buffer.n_completed < self.n_episodes:
+            with th.no_grad():
+                # Convert to pytorch tensor or to TensorDict
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                # new to episodic: actor only, no value
+                distribution = self.policy.get_distribution(obs_tensor)
+                actions_tensor = distribution.get_actions()
+                log_probs = distribution.log_prob(actions_tensor)
+            actions = actions_tensor.cpu().numpy()
+
+            # Rescale and perform action
+            clipped_actions = actions
+            if isinstance(self.action_space, spaces.Box):
+                if self.policy.squash_output:
+                    clipped_actions = self.policy.unscale_action(clipped_actions)
+                else:
+                    # Clip the actions to avoid out of bound error, as we sample from an unbounded Gaussian
+                    clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+
+            self.num_timesteps += env.num_envs
+
+            # Give access to local variables
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+
+            self._update_info_buffer(infos, dones)
+            n_steps += 1
+
+            # new to episodic: a NaN/inf reward would poison every return of the group
+            if not np.all(np.isfinite(rewards)):
+                bad_env = int(np.flatnonzero(~np.isfinite(rewards))[0])
+                raise ValueError(
+                    f"Env {bad_env} returned the non-finite reward {rewards[bad_env]!r} at timestep {self.num_timesteps}: "
+                    "rewards must be finite numbers"
+                )
+            rollout_buffer.add(self._last_obs, actions, rewards, log_probs)  # type: ignore[arg-type]
+
+            # new to episodic: close finished episodes; cut those that reached the max_episode_steps guard
+            cut = ~dones & (rollout_buffer.current_lengths >= self.max_episode_steps)
+            if dones.any() or cut.any():
+                time_limit = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
+                rollout_buffer.end_episodes(dones | cut, truncated=(dones & time_limit) | cut)
+                self._n_cut_episodes += int(cut.sum())
+
+            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_episode_starts = dones
+
+        self.logger.record("rollout/group_size", rollout_buffer.n_completed)
+        self.logger.record("rollout/carried_over_steps", n_carried_steps)
+        self.logger.record("rollout/n_cut_episodes", self._n_cut_episodes)
+        self.logger.record("rollout/n_discarded_steps", self._n_discarded_steps)
+
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _prepare_actions(self, actions: th.Tensor) -> th.Tensor:
+        if isinstance(self.action_space, spaces.Discrete):
+            # Convert discrete action from float to long
+            return actions.long().flatten()
+        return actions
+
+    def _iter_step_log_probs(
+        self, policy: ActorCriticPolicy, batch: EpisodeBatch, batch_size: int
+    ) -> Iterator[tuple[slice, th.Tensor, th.Tensor]]:
+        """
+        Evaluate ``log pi(a_t | s_t)`` and the policy entropy over the steps of ``batch``, ``batch_size`` steps at a time.
+
+        Gradients flow unless the caller disables them.
+
+        :return: for each chunk, its slice of steps, the log-probabilities (chunk,) and the entropies (chunk,)
+        """
+        n_steps = len(batch.episode_index)
+        for start in range(0, n_steps, batch_size):
+            chunk = slice(start, min(start + batch_size, n_steps))
+            if isinstance(batch.observations, dict):
+                obs = obs_as_tensor({key: value[chunk] for key, value in batch.observations.items()}, self.device)
+            else:
+                obs = obs_as_tensor(batch.observations[chunk], self.device)
+            distribution = policy.get_distribution(obs)
+            actions = self._prepare_actions(batch.actions[chunk])
+            entropy = distribution.entropy()
+            if entropy is None:
+                entropy = th.zeros(chunk.stop - chunk.start, device=self.device)
+            yield chunk, distribution.log_prob(actions), entropy
+
+    def _step_log_probs(self, policy: ActorCriticPolicy, batch: EpisodeBatch, batch_size: int) -> tuple[th.Tensor, th.Tensor]:
+        """
+        :return: ``log pi(a_t | s_t)`` and entropies of all the steps of ``batch``, shape (N,) each
+        """
+        log_probs, entropies = [], []
+        for _, chunk_log_probs, chunk_entropy in self._iter_step_log_probs(policy, batch, batch_size):
+            log_probs.append(chunk_log_probs)
+            entropies.append(chunk_entropy)
+        return th.cat(log_probs), th.cat(entropies)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "ref_policy"]

@@ -1,0 +1,198 @@
+"""
+Pure, differentiable trajectory-level math shared by the episodic algorithms.
+
+Everything here works on one *group* of ``M`` complete episodes and on tensors of shape ``(M,)``
+(per episode) or ``(N,)`` (per step, with an ``episode_index`` of shape ``(N,)`` mapping each step to its episode).
+"""
+
+from typing import Literal, NamedTuple
+
+import torch as th
+
+NormalizeReturns = Literal["sum", "zscore"]
+TrajectoryScore = Literal["sum", "mean"]
+
+NORMALIZE_RETURNS_OPTIONS: tuple[str, ...] = ("sum", "zscore")
+TRAJECTORY_SCORE_OPTIONS: tuple[str, ...] = ("sum", "mean")
+
+
+def _check_1d_same_shape(**tensors: th.Tensor) -> None:
+    shapes = {name: tuple(tensor.shape) for name, tensor in tensors.items()}
+    first = next(iter(shapes.values()))
+    if len(first) != 1 or any(shape != first for shape in shapes.values()):
+        raise ValueError(f"Expected 1D tensors of the same shape (n_episodes,), got shapes {shapes}")
+
+
+def segment_sum(values: th.Tensor, segment_index: th.Tensor, n_segments: int) -> th.Tensor:
+    """
+    Sum per-step values into per-episode totals.
+
+    :param values: per-step values, shape (N,)
+    :param segment_index: episode of each step, integers in ``[0, n_segments)``, shape (N,)
+    :param n_segments: number of episodes M
+    :return: per-episode sums, shape (M,)
+    """
+    if values.shape != segment_index.shape or values.ndim != 1:
+        raise ValueError(
+            f"values and segment_index must be 1D with the same shape, got {tuple(values.shape)} and {tuple(segment_index.shape)}"
+        )
+    # (N,) -> (M,)
+    return th.zeros(n_segments, dtype=values.dtype, device=values.device).index_add_(0, segment_index, values)
+
+
+def trajectory_scores(
+    step_log_probs: th.Tensor,
+    episode_index: th.Tensor,
+    episode_lengths: th.Tensor,
+    score: TrajectoryScore = "mean",
+) -> th.Tensor:
+    """
+    Trajectory score of each episode from its per-step log-likelihoods.
+
+    ``"sum"`` is the paper's cumulative log-likelihood ``L_k = sum_t log pi(a_t | s_t)`` (METHOD.md section 1, step 2).
+    ``"mean"`` is the length-normalised ``L_k / T_k``, which keeps episodes of different lengths
+    on the same scale (METHOD.md section 3: with ``"sum"`` the softmax collapses onto the shortest episode).
+
+    :param step_log_probs: ``log pi(a_t | s_t)`` of every step, shape (N,)
+    :param episode_index: episode of each step in ``[0, M)``, shape (N,)
+    :param episode_lengths: ``T_k``, shape (M,)
+    :param score: ``"sum"`` or ``"mean"``
+    :return: the scores ``L_k``, shape (M,)
+    """
+    if score not in TRAJECTORY_SCORE_OPTIONS:
+        raise ValueError(f"Unknown trajectory score {score!r}, allowed: {TRAJECTORY_SCORE_OPTIONS}")
+    totals = segment_sum(step_log_probs, episode_index, len(episode_lengths))
+    if score == "sum":
+        return totals
+    return totals / episode_lengths.to(totals.dtype).clamp(min=1)
+
+
+def normalize_returns(returns: th.Tensor, scheme: NormalizeReturns = "zscore", eps: float = 1e-8) -> th.Tensor:
+    """
+    Normalise the episode returns of a group (METHOD.md section 1, step 4).
+
+    - ``"zscore"``: ``Rn_k = (R_k - mean(R)) / (std(R) + eps)``, population std. Equal returns give exactly 0.
+    - ``"sum"``: ``Rn_k = R_k / sum_j |R_j|``. For non-negative returns (the setting the paper uses this scheme for)
+      this is exactly the paper's ``R_k / sum_j R_j``. Using ``|R_j|`` in the denominator is our documented fallback
+      for negative returns: the scale stays positive, so a group whose total is negative or zero never flips the sign
+      of the learning signal or divides by zero. An all-zero group gives 0.
+
+    :param returns: episode returns ``R_k``, shape (M,)
+    :param scheme: ``"sum"`` or ``"zscore"``
+    :param eps: guard against division by zero
+    :return: normalised returns, shape (M,)
+    """
+    if scheme not in NORMALIZE_RETURNS_OPTIONS:
+        raise ValueError(f"Unknown return normalisation {scheme!r}, allowed: {NORMALIZE_RETURNS_OPTIONS}")
+    if returns.ndim != 1:
+        raise ValueError(f"returns must have shape (n_episodes,), got {tuple(returns.shape)}")
+    if scheme == "zscore":
+        centered = returns - returns.mean()
+        # All-equal returns: centered is exactly 0, so the result is 0 (no signal), never NaN
+        return centered / (returns.std(unbiased=False) + eps)
+    return returns / returns.abs().sum().clamp(min=eps)
+
+
+class HAEPOLoss(NamedTuple):
+    """The HAEPO objective and its terms (all scalars but ``log_weights``)."""
+
+    loss: th.Tensor
+    return_loss: th.Tensor
+    entropy_loss: th.Tensor
+    kl_loss: th.Tensor
+    log_weights: th.Tensor  # (M,)
+
+
+def haepo_loss(
+    scores: th.Tensor,
+    ref_scores: th.Tensor,
+    norm_returns: th.Tensor,
+    weight_ent_coef: float,
+    ref_kl_coef: float,
+) -> HAEPOLoss:
+    """
+    The HAEPO loss of one group (METHOD.md section 1, step 5), differentiable with respect to ``scores``.
+
+    .. math::
+
+        w = \\mathrm{softmax}(L), \\quad w^{ref} = \\mathrm{softmax}(L^{ref})
+
+        J = - \\sum_k w_k Rn_k + \\beta \\sum_k w_k \\log w_k + \\lambda \\sum_k w_k (\\log w_k - \\log w^{ref}_k)
+
+    ``w`` are the Plackett-Luce probabilities that each episode is ranked first. They are computed with
+    ``log_softmax``, so scores like -1e5 stay finite. ``beta > 0`` pushes ``w`` towards uniform
+    (the second term is ``-beta * H(w)``), and ``lam > 0`` keeps ``w`` close to the reference weights,
+    which carry no gradient.
+
+    :param scores: trajectory scores ``L_k`` under the current policy, shape (M,)
+    :param ref_scores: scores under the frozen reference policy, shape (M,) (detached here)
+    :param norm_returns: normalised returns ``Rn_k``, shape (M,)
+    :param weight_ent_coef: ``beta``, coefficient of the weight-entropy bonus
+    :param ref_kl_coef: ``lam``, coefficient of the KL to the reference weights
+    :return: the loss and each of its terms
+    """
+    _check_1d_same_shape(scores=scores, ref_scores=ref_scores, norm_returns=norm_returns)
+    log_weights = th.log_softmax(scores, dim=0)
+    ref_log_weights = th.log_softmax(ref_scores.detach(), dim=0)
+    weights = log_weights.exp()
+    return_loss = -(weights * norm_returns).sum()
+    entropy_loss = weight_ent_coef * (weights * log_weights).sum()
+    kl_loss = ref_kl_coef * (weights * (log_weights - ref_log_weights)).sum()
+    return HAEPOLoss(return_loss + entropy_loss + kl_loss, return_loss, entropy_loss, kl_loss, log_weights)
+
+
+def haepo_score_gradient(
+    scores: th.Tensor,
+    ref_scores: th.Tensor,
+    norm_returns: th.Tensor,
+    weight_ent_coef: float,
+    ref_kl_coef: float,
+) -> th.Tensor:
+    """
+    Analytic gradient ``c_k = dJ/dL_k`` of :func:`haepo_loss` (METHOD.md section 2).
+
+    With ``w = softmax(L)`` and ``g_k = dJ/dw_k``:
+
+    .. math::
+
+        c_k = w_k (g_k - \\sum_j w_j g_j), \\quad g_k = -Rn_k + \\beta (\\log w_k + 1) + \\lambda (\\log w_k - \\log w^{ref}_k + 1)
+
+    so that ``grad_theta J = sum_k c_k grad_theta L_k``. This is what lets the update compute the scores without a
+    graph, then accumulate the exact gradient over chunks of steps with the surrogate ``sum_t c_{k(t)} log pi(a_t|s_t)``.
+    The constant ``+1`` terms cancel against the weighted mean and are dropped.
+
+    :param scores: ``L_k``, shape (M,)
+    :param ref_scores: ``L^ref_k``, shape (M,)
+    :param norm_returns: ``Rn_k``, shape (M,)
+    :param weight_ent_coef: ``beta``
+    :param ref_kl_coef: ``lam``
+    :return: ``c``, shape (M,), without a graph
+    """
+    _check_1d_same_shape(scores=scores, ref_scores=ref_scores, norm_returns=norm_returns)
+    with th.no_grad():
+        log_weights = th.log_softmax(scores, dim=0)
+        ref_log_weights = th.log_softmax(ref_scores, dim=0)
+        weights = log_weights.exp()
+        g = -norm_returns + weight_ent_coef * log_weights + ref_kl_coef * (log_weights - ref_log_weights)
+        return weights * (g - (weights * g).sum())
+
+
+def weight_diagnostics(log_weights: th.Tensor, ref_scores: th.Tensor) -> dict[str, float]:
+    """
+    Diagnostics of the episode weights that reveal weight collapse or drift from the reference.
+
+    :param log_weights: ``log w``, shape (M,)
+    :param ref_scores: scores under the reference policy ``L^ref``, shape (M,)
+    :return: ``weight_entropy`` (``log M`` when uniform, 0 when one-hot), ``max_weight``,
+        ``effective_n_episodes`` (``1 / sum_k w_k^2``: M when uniform, 1 when one-hot)
+        and ``ref_kl`` (the unscaled ``KL(w || w_ref)``)
+    """
+    _check_1d_same_shape(log_weights=log_weights, ref_scores=ref_scores)
+    with th.no_grad():
+        weights = log_weights.exp()
+        return {
+            "weight_entropy": float(-(weights * log_weights).sum()),
+            "max_weight": float(weights.max()),
+            "effective_n_episodes": float(1.0 / (weights**2).sum()),
+            "ref_kl": float((weights * (log_weights - th.log_softmax(ref_scores, dim=0))).sum()),
+        }

@@ -1,0 +1,278 @@
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+
+from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
+from sb3_haepo.common.utils import (
+    NORMALIZE_RETURNS_OPTIONS,
+    TRAJECTORY_SCORE_OPTIONS,
+    NormalizeReturns,
+    TrajectoryScore,
+    haepo_loss,
+    haepo_score_gradient,
+    normalize_returns,
+    trajectory_scores,
+    weight_diagnostics,
+)
+from sb3_haepo.haepo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+
+SelfHAEPO = TypeVar("SelfHAEPO", bound="HAEPO")
+
+
+class HAEPO(EpisodicOnPolicyAlgorithm):
+    """
+    History-Aggregated Exploratory Policy Optimization (HAEPO).
+
+    Paper: https://arxiv.org/abs/2508.18884
+    Code: written for this package on top of Stable-Baselines3's ``OnPolicyAlgorithm``
+    (the rollout loop follows SB3's, the buffer handling follows sb3-contrib's RecurrentPPO and MaskablePPO).
+
+    HAEPO is critic-free and treats a whole episode as one unit. Each update takes a group of complete episodes,
+    scores episode ``k`` by its log-likelihood ``L_k`` under the policy, turns the scores into Plackett-Luce weights
+    ``w = softmax(L)`` and minimises
+
+    ``J = - sum_k w_k Rn_k + beta * sum_k w_k log w_k + lam * sum_k w_k (log w_k - log w_ref_k)``
+
+    where ``Rn`` are the normalised episode returns and ``w_ref`` the weights under a frozen reference policy.
+    The gradient is computed exactly with a two-pass scheme whose memory does not grow with episode length
+    (see ``train()``). Only the actor of the policy is evaluated: see :class:`EpisodicOnPolicyAlgorithm`.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate, it can be a function of the current progress remaining (from 1 to 0)
+    :param n_episodes: Number of complete episodes per update, the group size M (>= 2). A rollout ends when this
+        many episodes have completed across all envs; every episode that completes on that last step joins the
+        group, so it can hold up to ``n_episodes + n_envs - 1`` episodes. Unfinished episodes go to the next group.
+    :param n_epochs: Number of gradient steps on each group (each is one full-batch step over the whole group)
+    :param batch_size: Number of steps evaluated at once when computing the gradient. The gradient is the same for
+        any value (it is accumulated over chunks); smaller values use less memory.
+    :param gamma: Discount factor of the episode return ``R_k = sum_t gamma^t r_t`` (the paper's return is
+        undiscounted: 1.0)
+    :param normalize_returns: ``"zscore"`` (``(R - mean) / std``, for long horizons and sparse rewards) or ``"sum"``
+        (``R / sum_j |R_j|``, the paper's sum-normalisation for non-negative returns)
+    :param trajectory_score: ``"mean"`` (mean log-probability per step, ``L_k / T_k``) or ``"sum"`` (the paper's
+        cumulative log-likelihood ``L_k``, which collapses the weights onto the shortest episodes when lengths vary)
+    :param weight_ent_coef: ``beta``, coefficient of the entropy bonus on the episode weights (pushes ``w`` towards
+        uniform; 0 disables it)
+    :param ref_kl_coef: ``lam``, coefficient of the KL divergence of the weights to the reference weights
+        (0 disables it). With ``ref_update_interval=1`` the reference equals the policy at the first epoch, so this
+        term acts from the second epoch on.
+    :param ref_update_interval: The reference policy is replaced by a copy of the current policy at the start of
+        every ``ref_update_interval``-th update (1: every update)
+    :param max_grad_norm: The maximum value for the gradient clipping
+    :param target_kl: Limit the KL divergence between the policy at the start of the update and the updated policy
+        (mean over the group's steps, estimated as in PPO): the epochs stop early once it exceeds
+        ``1.5 * target_kl``. None (default) disables it.
+    :param max_episode_steps: Guard against envs that never end: an episode that reaches this length without
+        ``done`` is cut and closed as truncated (counted in ``rollout/n_cut_episodes``)
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+        the reported success rate, mean episode length, and mean reward over
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation. Without ``net_arch``,
+        MlpPolicy and MultiInputPolicy get ``dict(pi=[64, 64], vf=[])``: SB3's default actor and no critic MLP.
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages (such as device or wrappers used), 2 for
+        debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+        Setting it to auto, the code will be run on the GPU if possible.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+
+    def __init__(
+        self,
+        policy: str | type[MlpPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-3,
+        n_episodes: int = 16,
+        n_epochs: int = 4,
+        batch_size: int = 4096,
+        gamma: float = 1.0,
+        normalize_returns: NormalizeReturns = "zscore",
+        trajectory_score: TrajectoryScore = "mean",
+        weight_ent_coef: float = 0.01,
+        ref_kl_coef: float = 0.01,
+        ref_update_interval: int = 1,
+        max_grad_norm: float = 0.5,
+        target_kl: float | None = None,
+        max_episode_steps: int = 100_000,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_episodes=n_episodes,
+            gamma=gamma,
+            max_grad_norm=max_grad_norm,
+            max_episode_steps=max_episode_steps,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+        )
+        if normalize_returns not in NORMALIZE_RETURNS_OPTIONS:
+            raise ValueError(f"Unknown normalize_returns {normalize_returns!r}, allowed: {NORMALIZE_RETURNS_OPTIONS}")
+        if trajectory_score not in TRAJECTORY_SCORE_OPTIONS:
+            raise ValueError(f"Unknown trajectory_score {trajectory_score!r}, allowed: {TRAJECTORY_SCORE_OPTIONS}")
+        if not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1:
+            raise ValueError(f"n_epochs must be an integer >= 1, got {n_epochs!r}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if not isinstance(ref_update_interval, (int, np.integer)) or ref_update_interval < 1:
+            raise ValueError(f"ref_update_interval must be an integer >= 1, got {ref_update_interval!r}")
+        for name, value in (("weight_ent_coef", weight_ent_coef), ("ref_kl_coef", ref_kl_coef)):
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if target_kl is not None and not target_kl > 0:
+            raise ValueError(f"target_kl must be > 0 or None, got {target_kl!r}")
+
+        self.n_epochs = int(n_epochs)
+        self.batch_size = int(batch_size)
+        self.normalize_returns = normalize_returns
+        self.trajectory_score = trajectory_score
+        self.weight_ent_coef = float(weight_ent_coef)
+        self.ref_kl_coef = float(ref_kl_coef)
+        self.ref_update_interval = int(ref_update_interval)
+        self.target_kl = target_kl
+        self._n_train_calls = 0
+
+        if _init_setup_model:
+            self._setup_model()
+
+    def train(self) -> None:
+        """
+        Update the policy on the group of episodes in the buffer (``n_epochs`` full-batch gradient steps).
+
+        Each epoch makes two passes over the steps (METHOD.md section 2):
+
+        1. the scores ``L_k`` without a graph, then the scalars ``c_k = dJ/dL_k`` from them;
+        2. the gradient of the surrogate ``sum_t c_{k(t)} dL_k/dlog pi_t * log pi(a_t|s_t)``, accumulated over
+           chunks of ``batch_size`` steps. It equals the gradient of ``J`` exactly, with memory bounded by the chunk.
+
+        When the whole group fits in one chunk, both passes share one forward pass.
+        """
+        # Switch to train mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(True)
+        # Update optimizer learning rate
+        self._update_learning_rate(self.policy.optimizer)
+
+        # The reference is a frozen copy of the policy, refreshed every `ref_update_interval` updates
+        if self._n_train_calls % self.ref_update_interval == 0:
+            self.ref_policy.load_state_dict(self.policy.state_dict())
+        self._n_train_calls += 1
+
+        batch = self.rollout_buffer.get()
+        n_steps = len(batch.episode_index)
+        single_chunk = n_steps <= self.batch_size
+
+        # Normalised returns Rn_k (M,)
+        norm_returns = normalize_returns(batch.returns, self.normalize_returns)
+        # Scores of the reference policy (M,): no gradient
+        with th.no_grad():
+            ref_log_probs, _ = self._step_log_probs(self.ref_policy, batch, self.batch_size)
+            ref_scores = trajectory_scores(ref_log_probs, batch.episode_index, batch.lengths, self.trajectory_score)
+        # dL_k / dlog pi(a_t|s_t): 1 for the sum score, 1 / T_k for the mean score, (N,)
+        if self.trajectory_score == "mean":
+            step_scale = 1.0 / batch.lengths.to(th.float32)[batch.episode_index]
+        else:
+            step_scale = th.ones(n_steps, device=self.device)
+
+        logs: dict[str, list[float]] = {}
+        initial_log_probs = ref_log_probs  # overwritten at the first epoch
+        continue_training = True
+        for epoch in range(self.n_epochs):
+            # Pass 1: per-step log-probabilities (with a graph only when one chunk holds everything)
+            if single_chunk:
+                log_probs, entropy = self._step_log_probs(self.policy, batch, n_steps)
+                detached_log_probs = log_probs.detach()
+            else:
+                with th.no_grad():
+                    detached_log_probs, entropy = self._step_log_probs(self.policy, batch, self.batch_size)
+            if epoch == 0:
+                initial_log_probs = detached_log_probs
+            # KL between the policy at the start of the update and now, per step (as in PPO)
+            log_ratio = detached_log_probs - initial_log_probs
+            approx_kl = float(th.mean((th.exp(log_ratio) - 1) - log_ratio))
+            if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+                continue_training = False
+                if self.verbose >= 1:
+                    print(f"Early stopping at epoch {epoch} due to reaching max kl: {approx_kl:.2f}")
+                break
+
+            # Trajectory scores L_k (M,) and the loss terms (for logging)
+            scores = trajectory_scores(detached_log_probs, batch.episode_index, batch.lengths, self.trajectory_score)
+            terms = haepo_loss(scores, ref_scores, norm_returns, self.weight_ent_coef, self.ref_kl_coef)
+            # c_k = dJ/dL_k (M,) -> per-step coefficient of log pi(a_t|s_t) (N,)
+            score_grad = haepo_score_gradient(scores, ref_scores, norm_returns, self.weight_ent_coef, self.ref_kl_coef)
+            step_coef = score_grad[batch.episode_index] * step_scale
+
+            # Pass 2: gradient of the surrogate sum_t step_coef_t * log pi(a_t|s_t) == grad J
+            self.policy.optimizer.zero_grad()
+            if single_chunk:
+                (step_coef * log_probs).sum().backward()
+            else:
+                for chunk, chunk_log_probs, _ in self._iter_step_log_probs(self.policy, batch, self.batch_size):
+                    (step_coef[chunk] * chunk_log_probs).sum().backward()
+            # Clip grad norm
+            grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+
+            epoch_logs = {
+                "loss": float(terms.loss),
+                "return_loss": float(terms.return_loss),
+                "weight_entropy_loss": float(terms.entropy_loss),
+                "ref_kl_loss": float(terms.kl_loss),
+                "grad_norm": float(grad_norm),
+                "approx_kl": approx_kl,
+                "policy_entropy": float(entropy.detach().mean()),
+                **weight_diagnostics(terms.log_weights, ref_scores),
+            }
+            for key, value in epoch_logs.items():
+                logs.setdefault(key, []).append(value)
+            self._n_updates += 1
+
+        for key, values in logs.items():
+            self.logger.record(f"train/{key}", np.mean(values))
+        self.logger.record("train/n_episodes", len(batch.returns))
+        self.logger.record("train/mean_episode_length", float(batch.lengths.float().mean()))
+        self.logger.record("train/mean_return", float(batch.returns.mean()))
+        self.logger.record("train/n_epochs", len(logs.get("loss", [])))
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/continue_training", continue_training)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+
+    def learn(
+        self: SelfHAEPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "HAEPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfHAEPO:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
