@@ -115,9 +115,11 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
                 )
 
     def _make_policy(self) -> ActorCriticPolicy:
-        return self.policy_class(  # type: ignore[assignment]
+        policy = self.policy_class(
             self.observation_space, self.action_space, self.lr_schedule, use_sde=False, **self.policy_kwargs
-        ).to(self.device)
+        )
+        assert isinstance(policy, ActorCriticPolicy), f"{self.__class__.__name__} needs an ActorCriticPolicy, got {policy}"
+        return policy.to(self.device)
 
     def _setup_model(self) -> None:
         # Not calling OnPolicyAlgorithm._setup_model, which allocates a fixed (n_steps, n_envs) RolloutBuffer
@@ -223,8 +225,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             if not np.all(np.isfinite(rewards)):
                 bad_env = int(np.flatnonzero(~np.isfinite(rewards))[0])
                 raise ValueError(
-                    f"Env {bad_env} returned the non-finite reward {rewards[bad_env]!r} at timestep {self.num_timesteps}: "
-                    "rewards must be finite numbers"
+                    f"Env {bad_env} returned the non-finite reward {float(rewards[bad_env])} "
+                    f"at timestep {self.num_timesteps}: rewards must be finite numbers"
                 )
             rollout_buffer.add(self._last_obs, actions, rewards, log_probs)  # type: ignore[arg-type]
 
