@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
+from stable_baselines3.common.callbacks import StopTrainingOnMaxEpisodes
 from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -217,3 +218,17 @@ def test_buffer_errors():
         buffer.get()
     with pytest.raises(ValueError, match="Env 0 has no step"):
         buffer.end_episodes(np.array([True]))
+
+
+def test_stop_mid_rollout_keeps_collected_steps():
+    """A callback that stops training mid-rollout loses no step: the next learn() completes the same group."""
+    model = make_model([(3,)], n_episodes=4)
+    model.learn(1000, callback=StopTrainingOnMaxEpisodes(max_episodes=2))
+    assert model.num_timesteps == 6 and model.groups == []
+    assert model.rollout_buffer.n_completed == 2
+    model.learn(6, reset_num_timesteps=False)
+    batch = model.groups[0]
+    # Episodes 0-3 of the env, every step once, although training stopped after episode 1
+    np.testing.assert_array_equal(batch.observations[:, 1], np.repeat([0, 1, 2, 3], 3))  # type: ignore[index]
+    np.testing.assert_array_equal(batch.observations[:, 2], np.tile([0, 1, 2], 4))  # type: ignore[index]
+    assert model.num_timesteps == 12

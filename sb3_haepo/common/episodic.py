@@ -103,6 +103,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self.max_episode_steps = int(max_episode_steps)
         self._n_cut_episodes = 0
         self._n_discarded_steps = 0
+        self._group_ready = False
 
     def _check_observation_space(self) -> None:
         obs_space = self.observation_space
@@ -181,9 +182,11 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         assert isinstance(rollout_buffer, EpisodeBuffer), f"{self.__class__.__name__} needs an EpisodeBuffer"
         # Switch to eval mode (this affects batch norm / dropout)
         self.policy.set_training_mode(False)
-        # new to episodic: the previous group was used by train(); keep the episodes still running
-        if rollout_buffer.n_completed > 0:
+        # new to episodic: remove the group that train() used, keeping the episodes still running. After a rollout
+        # stopped by a callback, nothing was trained: its completed episodes stay and count towards this group.
+        if self._group_ready:
             rollout_buffer.pop_completed()
+            self._group_ready = False
         self._discard_aborted_episodes()
         n_carried_steps = rollout_buffer.n_in_progress_steps
 
@@ -213,14 +216,6 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
 
             self.num_timesteps += env.num_envs
 
-            # Give access to local variables
-            callback.update_locals(locals())
-            if not callback.on_step():
-                return False
-
-            self._update_info_buffer(infos, dones)
-            n_steps += 1
-
             # new to episodic: a NaN/inf reward would poison every return of the group
             if not np.all(np.isfinite(rewards)):
                 bad_env = int(np.flatnonzero(~np.isfinite(rewards))[0])
@@ -228,18 +223,27 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
                     f"Env {bad_env} returned the non-finite reward {float(rewards[bad_env])} "
                     f"at timestep {self.num_timesteps}: rewards must be finite numbers"
                 )
+            # new to episodic: the step is stored (and the env state recorded) *before* the callback can stop
+            # training, so a stop mid-rollout loses nothing and a later learn() continues from where the envs are
             rollout_buffer.add(self._last_obs, actions, rewards, log_probs)  # type: ignore[arg-type]
-
-            # new to episodic: close finished episodes; cut those that reached the max_episode_steps guard
+            # Close finished episodes; cut those that reached the max_episode_steps guard
             cut = ~dones & (rollout_buffer.current_lengths >= self.max_episode_steps)
             if dones.any() or cut.any():
                 time_limit = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
                 rollout_buffer.end_episodes(dones | cut, truncated=(dones & time_limit) | cut)
                 self._n_cut_episodes += int(cut.sum())
-
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
+            self._update_info_buffer(infos, dones)
+            n_steps += 1
 
+            # Give access to local variables
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+
+        # The group is complete: train() uses it, and the next rollout starts by removing it
+        self._group_ready = True
         self.logger.record("rollout/group_size", rollout_buffer.n_completed)
         self.logger.record("rollout/carried_over_steps", n_carried_steps)
         self.logger.record("rollout/n_cut_episodes", self._n_cut_episodes)
