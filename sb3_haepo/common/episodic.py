@@ -115,7 +115,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
                 )
 
     def _make_policy(self) -> ActorCriticPolicy:
-        return self.policy_class(  # type: ignore[assignment]
+        return self.policy_class(  # type: ignore[return-value]
             self.observation_space, self.action_space, self.lr_schedule, use_sde=False, **self.policy_kwargs
         ).to(self.device)
 

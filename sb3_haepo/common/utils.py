@@ -34,7 +34,8 @@ def segment_sum(values: th.Tensor, segment_index: th.Tensor, n_segments: int) ->
     """
     if values.shape != segment_index.shape or values.ndim != 1:
         raise ValueError(
-            f"values and segment_index must be 1D with the same shape, got {tuple(values.shape)} and {tuple(segment_index.shape)}"
+            "values and segment_index must be 1D with the same shape, "
+            f"got {tuple(values.shape)} and {tuple(segment_index.shape)}"
         )
     # (N,) -> (M,)
     return th.zeros(n_segments, dtype=values.dtype, device=values.device).index_add_(0, segment_index, values)
@@ -155,7 +156,9 @@ def haepo_score_gradient(
 
     .. math::
 
-        c_k = w_k (g_k - \\sum_j w_j g_j), \\quad g_k = -Rn_k + \\beta (\\log w_k + 1) + \\lambda (\\log w_k - \\log w^{ref}_k + 1)
+        c_k = w_k (g_k - \\sum_j w_j g_j),
+
+        g_k = -Rn_k + \\beta (\\log w_k + 1) + \\lambda (\\log w_k - \\log w^{ref}_k + 1)
 
     so that ``grad_theta J = sum_k c_k grad_theta L_k``. This is what lets the update compute the scores without a
     graph, then accumulate the exact gradient over chunks of steps with the surrogate ``sum_t c_{k(t)} log pi(a_t|s_t)``.
