@@ -72,6 +72,7 @@ def test_report(grid_logs, tmp_path):
     text = path.read_text()
     assert "P(haepo > baseline)" in text and "| haepo |" in text
     assert (tmp_path / "sb3_haepo-Bandit10-v0_curves.png").stat().st_size > 1000
+    assert (tmp_path / "sb3_haepo-Bandit10-v0_curves_walltime.png").stat().st_size > 1000
 
 
 def test_rl_zoo_all_plots_reads_the_logs(grid_logs, tmp_path):

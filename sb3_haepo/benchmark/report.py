@@ -81,8 +81,15 @@ def _curves(runs: list[Run]) -> tuple[np.ndarray, np.ndarray]:
     return runs[0].timesteps[:n_evals], np.stack([run.eval_returns[:n_evals] for run in runs])
 
 
-def plot_learning_curves(runs: list[Run], env_id: str, path: Path) -> None:
-    """Mean evaluation return of each algo against env steps, with 95% bootstrap bands over seeds (PNG)."""
+def plot_learning_curves(runs: list[Run], env_id: str, path: Path, x_axis: str = "timesteps") -> None:
+    """
+    Mean evaluation return of each algo, with 95% bootstrap bands over seeds (PNG).
+
+    :param x_axis: ``"timesteps"`` (env steps) or ``"walltime"``: training wall-clock seconds (evaluation time
+        excluded), the median over the seeds of the time at which each evaluation happened
+    """
+    if x_axis not in ("timesteps", "walltime"):
+        raise ValueError(f"Unknown x_axis {x_axis!r}, allowed: 'timesteps', 'walltime'")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,11 +97,16 @@ def plot_learning_curves(runs: list[Run], env_id: str, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for algo in sorted({run.algo for run in runs}):
-        timesteps, curves = _curves([run for run in runs if run.algo == algo])
+        group = [run for run in runs if run.algo == algo]
+        timesteps, curves = _curves(group)
+        if x_axis == "walltime":
+            xs = np.median(np.stack([run.eval_train_times[: len(timesteps)] for run in group]), axis=0)
+        else:
+            xs = timesteps
         bands = np.array([bootstrap_ci(curves[:, i]) for i in range(curves.shape[1])])
-        ax.plot(timesteps, curves.mean(axis=0), label=f"{algo} ({len(curves)} seeds)")
-        ax.fill_between(timesteps, bands[:, 0], bands[:, 1], alpha=0.2)
-    ax.set_xlabel("env steps")
+        ax.plot(xs, curves.mean(axis=0), label=f"{algo} ({len(curves)} seeds)")
+        ax.fill_between(xs, bands[:, 0], bands[:, 1], alpha=0.2)
+    ax.set_xlabel("env steps" if x_axis == "timesteps" else "training wall-clock (s, median over seeds)")
     ax.set_ylabel("mean evaluation return")
     ax.set_title(env_id)
     ax.legend()
@@ -213,7 +225,8 @@ def probability_of_improvement(runs: list[Run], algo: str = "haepo", reps: int =
 
 def write_report(log_dir: str | Path, out_dir: str | Path, thresholds: dict[str, float | None] | None = None) -> Path:
     """
-    Regenerate the report from the logs: ``{out_dir}/{env}_curves.png`` per env and ``{out_dir}/report.md``.
+    Regenerate the report from the logs: ``{out_dir}/{env}_curves.png`` (against env steps) and
+    ``{out_dir}/{env}_curves_walltime.png`` (against training wall-clock) per env, and ``{out_dir}/report.md``.
 
     :return: the path of ``report.md``
     """
@@ -232,9 +245,10 @@ def write_report(log_dir: str | Path, out_dir: str | Path, thresholds: dict[str,
         lines.append(to_markdown(improvement))
     lines.append("\n## Learning curves (95% bootstrap bands over seeds)\n")
     for env_id in sorted({run.env_id for run in runs}):
-        name = f"{env_folder_name(env_id)}_curves.png"
-        plot_learning_curves([run for run in runs if run.env_id == env_id], env_id, out / name)
-        lines.append(f"![{env_id}]({name})\n")
+        for x_axis, suffix in (("timesteps", ""), ("walltime", "_walltime")):
+            name = f"{env_folder_name(env_id)}_curves{suffix}.png"
+            plot_learning_curves([run for run in runs if run.env_id == env_id], env_id, out / name, x_axis)
+            lines.append(f"![{env_id}]({name})\n")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
