@@ -106,8 +106,9 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         seed=spec.seed,
         monitor_dir=str(spec.run_dir),
         monitor_kwargs={"info_keywords": INFO_KEYWORDS.get(spec.env_id, ())},
+        env_kwargs={"render_mode": None},  # make_vec_env's default is "rgb_array": nothing here renders
     )
-    eval_env = make_vec_env(spec.env_id, n_envs=1, seed=spec.seed + 10_000)
+    eval_env = make_vec_env(spec.env_id, n_envs=1, seed=spec.seed + 10_000, env_kwargs={"render_mode": None})
     callback = TimedEvalCallback(
         eval_env,
         n_eval_episodes=spec.n_eval_episodes,

@@ -33,6 +33,7 @@ class BanditEnv(gym.Env[np.ndarray, np.int64]):
     :param arm_seed: Seed of the arm means (the problem instance)
     :param reward_distribution: ``"bernoulli"`` or ``"gaussian"``
     :param reward_std: Standard deviation of the Gaussian reward noise (unused for Bernoulli arms)
+    :param render_mode: Accepted for Gymnasium's API; the env does not render
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -43,6 +44,7 @@ class BanditEnv(gym.Env[np.ndarray, np.int64]):
         arm_seed: int = 0,
         reward_distribution: RewardDistribution = "bernoulli",
         reward_std: float = 1.0,
+        render_mode: str | None = None,
     ):
         if not isinstance(n_arms, (int, np.integer)) or n_arms < 2:
             raise ValueError(f"n_arms must be an integer >= 2, got {n_arms!r}")
@@ -57,6 +59,8 @@ class BanditEnv(gym.Env[np.ndarray, np.int64]):
         self.arm_means = np.random.default_rng(arm_seed).uniform(0.0, 1.0, size=self.n_arms)
         self.optimal_arm = int(np.argmax(self.arm_means))
         self.best_mean = float(self.arm_means[self.optimal_arm])
+        # No rendering: render_mode is accepted (Gymnasium's protocol, SB3's make_vec_env passes one) and unused
+        self.render_mode = render_mode
         self.observation_space = spaces.Box(low=0.0, high=1.0, shape=(1,), dtype=np.float32)
         self.action_space = spaces.Discrete(self.n_arms)
 

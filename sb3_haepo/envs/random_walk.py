@@ -33,11 +33,12 @@ class RandomWalkEnv(gym.Env[np.ndarray, np.int64]):
     :param goal_distance: Distance from the start to the goal (>= 1). Default 30: a uniformly random policy reaches
         it within 500 steps in about 35% of the episodes (measured over 2000 episodes).
     :param slip_prob: Probability that a move goes in the direction opposite to the action, in [0, 1)
+    :param render_mode: Accepted for Gymnasium's API; the env does not render
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
 
-    def __init__(self, horizon: int = 500, goal_distance: int = 30, slip_prob: float = 0.0):
+    def __init__(self, horizon: int = 500, goal_distance: int = 30, slip_prob: float = 0.0, render_mode: str | None = None):
         if not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
         if not isinstance(goal_distance, (int, np.integer)) or goal_distance < 1:
@@ -47,6 +48,8 @@ class RandomWalkEnv(gym.Env[np.ndarray, np.int64]):
         self.horizon = int(horizon)
         self.goal_distance = int(goal_distance)
         self.slip_prob = float(slip_prob)
+        # No rendering: render_mode is accepted (Gymnasium's protocol, SB3's make_vec_env passes one) and unused
+        self.render_mode = render_mode
         self.observation_space = spaces.Box(low=0.0, high=1.0, shape=(2,), dtype=np.float32)
         self.action_space = spaces.Discrete(2)
         self.position = 0
