@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from sb3_haepo.benchmark.configs import get_hyperparams
-from sb3_haepo.benchmark.report import bootstrap_ci, first_crossing, load_runs, summary_table, write_report
+from sb3_haepo.benchmark.report import (
+    binned_training_metric,
+    bootstrap_ci,
+    first_crossing,
+    load_runs,
+    summary_table,
+    write_report,
+)
 from sb3_haepo.benchmark.runner import make_grid, run_grid
 
 ENV_ID = "sb3_haepo/Bandit10-v0"
@@ -73,6 +80,7 @@ def test_report(grid_logs, tmp_path):
     assert "P(haepo > baseline)" in text and "| haepo |" in text
     assert (tmp_path / "sb3_haepo-Bandit10-v0_curves.png").stat().st_size > 1000
     assert (tmp_path / "sb3_haepo-Bandit10-v0_curves_walltime.png").stat().st_size > 1000
+    assert (tmp_path / "sb3_haepo-Bandit10-v0_train_regret.png").stat().st_size > 1000
 
 
 def test_rl_zoo_all_plots_reads_the_logs(grid_logs, tmp_path):
@@ -92,6 +100,15 @@ def test_rl_zoo_all_plots_reads_the_logs(grid_logs, tmp_path):
         key = f"{algo.upper()}-{log_dir}"
         assert key in results["sb3_haepo-Bandit10-v0"], results.keys()
         np.testing.assert_array_equal(results["sb3_haepo-Bandit10-v0"][key]["timesteps"], [64, 128, 192, 256])
+
+
+def test_binned_training_metric():
+    # Episodes of lengths 1, 1, 2, 4 end at steps 1, 2, 4, 8; 4 bins of 2 steps: [0, 2), [2, 4), [4, 6), [6, 8]
+    monitor = pd.DataFrame({"l": [1, 1, 2, 4], "regret": [1.0, 3.0, 5.0, 7.0]})
+    np.testing.assert_array_equal(binned_training_metric(monitor, "regret", 8, 4), [1.0, 3.0, 5.0, 7.0])
+    # 2 bins of 4 steps: episodes ending at 1, 2 -> bin 0; at 4, 8 -> bin 1
+    np.testing.assert_array_equal(binned_training_metric(monitor, "regret", 8, 2), [2.0, 6.0])
+    assert np.isnan(binned_training_metric(monitor.iloc[:1], "regret", 8, 2)[1])
 
 
 def test_helpers():

@@ -115,6 +115,53 @@ def plot_learning_curves(runs: list[Run], env_id: str, path: Path, x_axis: str =
     plt.close(fig)
 
 
+def binned_training_metric(monitor: pd.DataFrame, column: str, n_timesteps: int, n_bins: int = 20) -> np.ndarray:
+    """
+    Mean of a per-episode column of the training monitor in ``n_bins`` equal bins of env steps.
+
+    An episode falls in the bin of the env step at which it ended (cumulative sum of the episode lengths ``l``).
+    Bins without an episode are NaN.
+
+    :return: shape (n_bins,)
+    """
+    ends = monitor["l"].cumsum().to_numpy()
+    bins = np.minimum((ends * n_bins) // max(n_timesteps, 1), n_bins - 1)
+    values = monitor[column].astype(float).to_numpy()
+    sums = np.bincount(bins, weights=values, minlength=n_bins)
+    counts = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts
+
+
+def plot_training_metric(runs: list[Run], env_id: str, column: str, path: Path, n_bins: int = 20) -> None:
+    """
+    A per-episode metric of the training episodes (e.g. ``regret``, ``is_success``) against env steps: mean per bin
+    of env steps, averaged over seeds, with 95% bootstrap bands (PNG).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for algo in sorted({run.algo for run in runs}):
+        group = [run for run in runs if run.algo == algo]
+        n_timesteps = min(int(run.monitor["l"].sum()) for run in group)
+        curves = np.stack([binned_training_metric(run.monitor, column, n_timesteps, n_bins) for run in group])
+        xs = (np.arange(n_bins) + 1) * n_timesteps / n_bins
+        keep = ~np.isnan(curves).any(axis=0)
+        bands = np.array([bootstrap_ci(curves[:, i]) for i in np.flatnonzero(keep)])
+        ax.plot(xs[keep], curves[:, keep].mean(axis=0), label=f"{algo} ({len(curves)} seeds)")
+        ax.fill_between(xs[keep], bands[:, 0], bands[:, 1], alpha=0.2)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(f"training {column} (mean per bin)")
+    ax.set_title(env_id)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def to_markdown(table: pd.DataFrame, float_format: str = "{:.3f}") -> str:
     """:return: the table as a GitHub markdown table (without the optional ``tabulate`` dependency of pandas)"""
 
@@ -249,6 +296,12 @@ def write_report(log_dir: str | Path, out_dir: str | Path, thresholds: dict[str,
             name = f"{env_folder_name(env_id)}_curves{suffix}.png"
             plot_learning_curves([run for run in runs if run.env_id == env_id], env_id, out / name, x_axis)
             lines.append(f"![{env_id}]({name})\n")
+        env_runs = [run for run in runs if run.env_id == env_id]
+        for column in ("regret", "is_success"):
+            if all(column in run.monitor for run in env_runs):
+                name = f"{env_folder_name(env_id)}_train_{column}.png"
+                plot_training_metric(env_runs, env_id, column, out / name)
+                lines.append(f"![{env_id} {column}]({name})\n")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
