@@ -1,6 +1,8 @@
 import os
 
 from sb3_haepo.common.buffers import EpisodeBuffer
+from sb3_haepo.dpo import DPO
+from sb3_haepo.grpo import GRPO
 from sb3_haepo.haepo import HAEPO
 
 # Read version from file
@@ -8,4 +10,4 @@ version_file = os.path.join(os.path.dirname(__file__), "version.txt")
 with open(version_file) as file_handler:
     __version__ = file_handler.read().strip()
 
-__all__ = ["HAEPO", "EpisodeBuffer", "__version__"]
+__all__ = ["DPO", "GRPO", "HAEPO", "EpisodeBuffer", "__version__"]

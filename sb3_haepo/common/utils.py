@@ -199,3 +199,155 @@ def weight_diagnostics(log_weights: th.Tensor, ref_scores: th.Tensor) -> dict[st
             "effective_n_episodes": float(1.0 / (weights**2).sum()),
             "ref_kl": float((weights * (log_weights - th.log_softmax(ref_scores, dim=0))).sum()),
         }
+
+
+class GRPOLoss(NamedTuple):
+    """The GRPO objective and its terms (scalars)."""
+
+    loss: th.Tensor
+    policy_loss: th.Tensor
+    kl_loss: th.Tensor
+    kl: th.Tensor  # unscaled mean k3 estimate of KL(pi || pi_ref)
+    clip_fraction: th.Tensor
+
+
+def grpo_step_advantages(returns: th.Tensor, episode_index: th.Tensor, eps: float = 1e-8) -> th.Tensor:
+    """
+    GRPO's outcome-supervision advantages: each episode's z-scored return, given to every one of its steps.
+
+    .. math::
+
+        A_t = \\frac{R_{k(t)} - \\mathrm{mean}(R)}{\\mathrm{std}(R) + \\epsilon}
+
+    (Shao et al. 2024, DeepSeekMath, section 4.1.2; population std, as in :func:`normalize_returns`).
+
+    :param returns: episode returns ``R_k``, shape (M,)
+    :param episode_index: episode of each step in ``[0, M)``, shape (N,)
+    :param eps: guard against division by zero (equal returns give advantages of exactly 0)
+    :return: per-step advantages, shape (N,)
+    """
+    if episode_index.ndim != 1:
+        raise ValueError(f"episode_index must have shape (n_steps,), got {tuple(episode_index.shape)}")
+    # (M,) -> (N,)
+    return normalize_returns(returns, "zscore", eps)[episode_index]
+
+
+def grpo_loss(
+    log_probs: th.Tensor,
+    behaviour_log_probs: th.Tensor,
+    ref_log_probs: th.Tensor,
+    advantages: th.Tensor,
+    clip_range: float,
+    kl_coef: float,
+) -> GRPOLoss:
+    """
+    The GRPO loss on a set of steps (DeepSeekMath eq. 3, averaged over steps), differentiable w.r.t. ``log_probs``.
+
+    .. math::
+
+        \\rho_t = \\exp(\\log\\pi_\\theta(a_t|s_t) - \\log\\pi_{old}(a_t|s_t))
+
+        J = -\\mathrm{mean}_t \\min(\\rho_t A_t, \\mathrm{clip}(\\rho_t, 1-\\epsilon, 1+\\epsilon) A_t)
+            + \\beta \\, \\mathrm{mean}_t \\left[x_t - \\log x_t - 1\\right],
+            \\quad x_t = \\pi_{ref}(a_t|s_t) / \\pi_\\theta(a_t|s_t)
+
+    The KL term is the unbiased, non-negative "k3" estimator of ``KL(pi_theta || pi_ref)`` used by GRPO
+    (DeepSeekMath eq. 4). Unlike the paper, the mean runs over all steps of the (mini)batch rather than per episode
+    then over episodes, so long episodes are not down-weighted (token-level averaging).
+
+    :param log_probs: ``log pi_theta(a_t|s_t)`` under the current policy, shape (N,)
+    :param behaviour_log_probs: log-probabilities under the policy that collected the steps, shape (N,)
+    :param ref_log_probs: log-probabilities under the frozen reference policy, shape (N,) (detached here)
+    :param advantages: per-step advantages ``A_t``, shape (N,)
+    :param clip_range: ``epsilon`` of the clipped ratio (> 0)
+    :param kl_coef: ``beta``, coefficient of the KL to the reference (>= 0)
+    :return: the loss and its terms
+    """
+    _check_1d_same_shape(
+        log_probs=log_probs, behaviour_log_probs=behaviour_log_probs, ref_log_probs=ref_log_probs, advantages=advantages
+    )
+    if not clip_range > 0:
+        raise ValueError(f"clip_range must be > 0, got {clip_range!r}")
+    # Per-step probability ratio against the behaviour policy (N,)
+    ratio = th.exp(log_probs - behaviour_log_probs.detach())
+    # Clipped surrogate, as in PPO (N,)
+    surrogate = th.min(ratio * advantages, th.clamp(ratio, 1 - clip_range, 1 + clip_range) * advantages)
+    policy_loss = -surrogate.mean()
+    # k3 estimator of KL(pi_theta || pi_ref): exp(x) - x - 1 with x = log pi_ref - log pi_theta (N,)
+    log_ref_ratio = ref_log_probs.detach() - log_probs
+    kl = (th.exp(log_ref_ratio) - log_ref_ratio - 1).mean()
+    kl_loss = kl_coef * kl
+    clip_fraction = ((ratio - 1).abs() > clip_range).float().mean().detach()
+    return GRPOLoss(policy_loss + kl_loss, policy_loss, kl_loss, kl.detach(), clip_fraction)
+
+
+def pair_episodes_by_return(returns: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """
+    Pair the episodes of a group into (preferred, rejected) pairs by return, for DPO.
+
+    The episodes are sorted by decreasing return (ties keep their group order), then the i-th best is paired with
+    the i-th worst: best with worst, second best with second worst, and so on, giving ``M // 2`` disjoint pairs
+    (with odd M the median episode is left out). Pairs whose two returns are equal carry no preference and are
+    dropped, so an all-equal group gives no pair.
+
+    :param returns: episode returns ``R_k``, shape (M,)
+    :return: indices of the preferred and of the rejected episodes, shape (P,) each, ``R[win] > R[lose]``
+    """
+    if returns.ndim != 1:
+        raise ValueError(f"returns must have shape (n_episodes,), got {tuple(returns.shape)}")
+    n_pairs = len(returns) // 2
+    order = th.sort(returns, descending=True, stable=True).indices
+    winners = order[:n_pairs]
+    losers = order.flip(0)[:n_pairs]
+    strict = returns[winners] > returns[losers]
+    return winners[strict], losers[strict]
+
+
+class DPOLoss(NamedTuple):
+    """The DPO objective and diagnostics (scalars but ``logits``)."""
+
+    loss: th.Tensor
+    logits: th.Tensor  # (P,) beta * (implicit reward margin) of each pair
+    accuracy: th.Tensor  # fraction of pairs with a positive margin
+
+
+def dpo_loss(
+    scores: th.Tensor,
+    ref_scores: th.Tensor,
+    winners: th.Tensor,
+    losers: th.Tensor,
+    beta: float,
+) -> DPOLoss:
+    """
+    The DPO loss over preference pairs of episodes (Rafailov et al. 2023, eq. 7), differentiable w.r.t. ``scores``.
+
+    .. math::
+
+        J = -\\mathrm{mean}_{(w, l)} \\log \\sigma\\left(b \\left[(L_w - L^{ref}_w) - (L_l - L^{ref}_l)\\right]\\right)
+
+    with ``L`` the episode log-likelihood under the policy and ``L^ref`` under the frozen reference
+    (METHOD.md section 4). Computed with ``logsigmoid``. Without pairs the loss is 0 (no preference, no signal).
+
+    :param scores: episode log-likelihoods ``L_k``, shape (M,)
+    :param ref_scores: the same under the reference policy, shape (M,) (detached here)
+    :param winners: indices of the preferred episodes, shape (P,)
+    :param losers: indices of the rejected episodes, shape (P,)
+    :param beta: ``b``, the inverse temperature of the implicit reward (> 0)
+    :return: the loss, the per-pair logits and the preference accuracy
+    """
+    _check_1d_same_shape(scores=scores, ref_scores=ref_scores)
+    if winners.shape != losers.shape or winners.ndim != 1:
+        raise ValueError(
+            f"winners and losers must be 1D with the same shape, got {tuple(winners.shape)} and {tuple(losers.shape)}"
+        )
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta!r}")
+    # Implicit rewards log pi(tau) / pi_ref(tau) of each episode (M,)
+    log_ratios = scores - ref_scores.detach()
+    # (M,) -> (P,)
+    logits = beta * (log_ratios[winners] - log_ratios[losers])
+    if len(logits) == 0:
+        zero = (scores * 0.0).sum()
+        return DPOLoss(zero, logits, zero.detach())
+    loss = -th.nn.functional.logsigmoid(logits).mean()
+    return DPOLoss(loss, logits, (logits > 0).float().mean().detach())

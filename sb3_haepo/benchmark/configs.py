@@ -1,0 +1,98 @@
+"""Algorithms, default hyperparameters, thresholds and logged info keys of the benchmark."""
+
+from collections.abc import Callable
+from typing import Any
+
+from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from sb3_haepo.dpo import DPO
+from sb3_haepo.grpo import GRPO
+from sb3_haepo.haepo import HAEPO
+
+ALGOS: dict[str, type[BaseAlgorithm]] = {"haepo": HAEPO, "ppo": PPO, "grpo": GRPO, "dpo": DPO}
+
+BANDITS = ("sb3_haepo/Bandit10-v0", "sb3_haepo/Bandit20-v0", "sb3_haepo/Bandit30-v0")
+RANDOM_WALK = "sb3_haepo/RandomWalk-v0"
+
+# Default training budget per env, in env steps
+N_TIMESTEPS: dict[str, int] = {
+    **{env_id: 20_000 for env_id in BANDITS},
+    RANDOM_WALK: 100_000,
+    "CartPole-v1": 100_000,
+}
+DEFAULT_N_TIMESTEPS = 100_000
+
+# Threshold on the mean evaluation return for "steps to threshold" (None: not reported)
+THRESHOLDS: dict[str, float | None] = {
+    "CartPole-v1": 475.0,
+    RANDOM_WALK: 0.9,  # evaluation return = success rate
+    "Acrobot-v1": -100.0,
+    "MountainCar-v0": -110.0,
+    "LunarLander-v3": 200.0,
+    "Pendulum-v1": -200.0,
+    "MountainCarContinuous-v0": 90.0,
+}
+
+# Keys of the final info dict written to the monitor csv of each training episode
+INFO_KEYWORDS: dict[str, tuple[str, ...]] = {
+    **{env_id: ("regret", "is_success") for env_id in BANDITS},
+    RANDOM_WALK: ("is_success",),
+}
+
+
+def linear_schedule(initial_value: float) -> Callable[[float], float]:
+    """
+    :return: ``progress_remaining * initial_value`` (the RL Zoo's ``lin_`` schedules), picklable
+    """
+    return _LinearSchedule(initial_value)
+
+
+class _LinearSchedule:
+    def __init__(self, initial_value: float):
+        self.initial_value = initial_value
+
+    def __call__(self, progress_remaining: float) -> float:
+        return progress_remaining * self.initial_value
+
+
+def get_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
+    """
+    Hyperparameters of one algorithm on one env: ``n_envs`` plus the algorithm's constructor kwargs.
+
+    PPO on CartPole-v1 uses the RL Zoo's tuned settings (``hyperparams/ppo.yml``); everything else uses the
+    algorithm's defaults, except that on the bandits HAEPO uses the paper's sum-normalisation and the critic-free
+    methods share HAEPO's learning rate. Nothing here was tuned on these benchmarks.
+
+    :param algo: a key of :data:`ALGOS`
+    :param env_id: Gymnasium id
+    :return: a new dict
+    """
+    if algo not in ALGOS:
+        raise ValueError(f"Unknown algo {algo!r}, allowed: {sorted(ALGOS)}")
+    hyperparams: dict[str, Any] = {"n_envs": 1}
+    if algo == "ppo" and env_id == "CartPole-v1":
+        hyperparams.update(
+            n_envs=8,
+            n_steps=32,
+            batch_size=256,
+            gae_lambda=0.8,
+            gamma=0.98,
+            n_epochs=20,
+            ent_coef=0.0,
+            learning_rate=linear_schedule(0.001),
+            clip_range=linear_schedule(0.2),
+        )
+    elif algo == "ppo" and env_id in BANDITS:
+        # One-step episodes: smaller rollouts so that PPO updates as often as the group methods
+        hyperparams.update(n_steps=64, batch_size=64)
+    elif env_id in BANDITS:
+        hyperparams.update(learning_rate=3e-3)
+        if algo == "haepo":
+            hyperparams.update(normalize_returns="sum")
+    return hyperparams
+
+
+def env_folder_name(env_id: str) -> str:
+    """:return: the env id as one folder name (``/`` of namespaced ids replaced by ``-``)"""
+    return env_id.replace("/", "-")

@@ -1,0 +1,221 @@
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+
+from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
+from sb3_haepo.common.utils import (
+    TRAJECTORY_SCORE_OPTIONS,
+    TrajectoryScore,
+    dpo_loss,
+    pair_episodes_by_return,
+    trajectory_scores,
+)
+from sb3_haepo.dpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+
+SelfDPO = TypeVar("SelfDPO", bound="DPO")
+
+
+class DPO(EpisodicOnPolicyAlgorithm):
+    """
+    Direct Preference Optimization (DPO) for control, online, as the baseline of the HAEPO paper.
+
+    Paper: https://arxiv.org/abs/2305.18290
+    Code: written for this package on the episodic base class shared with HAEPO (same rollouts, same episode buffer)
+
+    Each update takes a group of complete episodes and turns it into preference pairs by return: the episodes are
+    sorted by return and the best is preferred to the worst, the second best to the second worst, etc.
+    (``M // 2`` disjoint pairs; pairs with equal returns are dropped, see
+    :func:`~sb3_haepo.common.utils.pair_episodes_by_return`). The loss is
+
+    ``J = -mean_pairs log sigmoid(beta * ((L_win - L_win_ref) - (L_lose - L_lose_ref)))``
+
+    with ``L`` an episode's log-likelihood under the policy and ``L_ref`` under a frozen reference policy.
+    The gradient is exact and computed in two passes, as HAEPO's: the scores without a graph, then
+    ``c_k = dJ/dL_k`` by autograd on the (M,) scores, then the surrogate ``sum_t c_{k(t)} log pi(a_t|s_t)`` over
+    chunks of ``batch_size`` steps, so memory does not grow with episode length.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate, it can be a function of the current progress remaining (from 1 to 0)
+    :param n_episodes: Number of complete episodes per update, the group size M (>= 2); see
+        :class:`~sb3_haepo.common.episodic.EpisodicOnPolicyAlgorithm`
+    :param n_epochs: Number of gradient steps on each group (each is one full-batch step over the pairs)
+    :param batch_size: Number of steps evaluated at once when computing the gradient (the gradient is the same for
+        any value; smaller values use less memory)
+    :param gamma: Discount factor of the episode return used to rank the episodes (1.0: undiscounted)
+    :param beta: Inverse temperature of DPO's implicit reward (0.1 in the DPO paper)
+    :param trajectory_score: ``"sum"`` (the episode log-likelihood ``L = sum_t log pi(a_t|s_t)``, DPO's) or
+        ``"mean"`` (``L / T``)
+    :param ref_update_interval: The reference policy is replaced by a copy of the current policy at the start of
+        every ``ref_update_interval``-th update (1: every update; the loss then starts at ``log 2`` on each group)
+    :param max_grad_norm: The maximum value for the gradient clipping
+    :param max_episode_steps: Guard against envs that never end (see the base class)
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+        the reported success rate, mean episode length, and mean reward over
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation (without ``net_arch``:
+        ``dict(pi=[64, 64], vf=[])``, no critic MLP)
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages (such as device or wrappers used), 2 for
+        debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+        Setting it to auto, the code will be run on the GPU if possible.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+
+    def __init__(
+        self,
+        policy: str | type[MlpPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-3,
+        n_episodes: int = 16,
+        n_epochs: int = 4,
+        batch_size: int = 4096,
+        gamma: float = 1.0,
+        beta: float = 0.1,
+        trajectory_score: TrajectoryScore = "sum",
+        ref_update_interval: int = 1,
+        max_grad_norm: float = 0.5,
+        max_episode_steps: int = 100_000,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_episodes=n_episodes,
+            gamma=gamma,
+            max_grad_norm=max_grad_norm,
+            max_episode_steps=max_episode_steps,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+        )
+        if trajectory_score not in TRAJECTORY_SCORE_OPTIONS:
+            raise ValueError(f"Unknown trajectory_score {trajectory_score!r}, allowed: {TRAJECTORY_SCORE_OPTIONS}")
+        if not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1:
+            raise ValueError(f"n_epochs must be an integer >= 1, got {n_epochs!r}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if not isinstance(ref_update_interval, (int, np.integer)) or ref_update_interval < 1:
+            raise ValueError(f"ref_update_interval must be an integer >= 1, got {ref_update_interval!r}")
+        if not (np.isfinite(beta) and beta > 0):
+            raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+
+        self.n_epochs = int(n_epochs)
+        self.batch_size = int(batch_size)
+        self.beta = float(beta)
+        self.trajectory_score = trajectory_score
+        self.ref_update_interval = int(ref_update_interval)
+        self._n_train_calls = 0
+
+        if _init_setup_model:
+            self._setup_model()
+
+    def train(self) -> None:
+        """
+        Update the policy on the preference pairs of the group in the buffer (``n_epochs`` full-batch steps).
+        """
+        # Switch to train mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(True)
+        # Update optimizer learning rate
+        self._update_learning_rate(self.policy.optimizer)
+
+        # The reference is a frozen copy of the policy, refreshed every `ref_update_interval` updates
+        if self._n_train_calls % self.ref_update_interval == 0:
+            self.ref_policy.load_state_dict(self.policy.state_dict())
+        self._n_train_calls += 1
+
+        batch = self.rollout_buffer.get()
+        # Preference pairs: best vs worst return, second best vs second worst, ... (P,) each
+        winners, losers = pair_episodes_by_return(batch.returns)
+        self.logger.record("train/n_pairs", len(winners))
+        self.logger.record("train/n_episodes", len(batch.returns))
+        self.logger.record("train/mean_return", float(batch.returns.mean()))
+        if len(winners) == 0:
+            # All returns equal: no preference, no update
+            return
+
+        # Episode log-likelihoods under the reference policy (M,): no gradient
+        with th.no_grad():
+            ref_log_probs, _ = self._step_log_probs(self.ref_policy, batch, self.batch_size)
+            ref_scores = trajectory_scores(ref_log_probs, batch.episode_index, batch.lengths, self.trajectory_score)
+        # dL_k / dlog pi(a_t|s_t): 1 for the sum score, 1 / T_k for the mean score, (N,)
+        if self.trajectory_score == "mean":
+            step_scale = 1.0 / batch.lengths.to(th.float32)[batch.episode_index]
+        else:
+            step_scale = th.ones(len(batch.episode_index), device=self.device)
+
+        logs: dict[str, list[float]] = {}
+        for _ in range(self.n_epochs):
+            # Pass 1: scores L_k (M,) without a graph
+            with th.no_grad():
+                log_probs, entropy = self._step_log_probs(self.policy, batch, self.batch_size)
+            scores = trajectory_scores(log_probs, batch.episode_index, batch.lengths, self.trajectory_score)
+            scores.requires_grad_(True)
+            # DPO loss -log sigmoid(beta * margin) (DPO paper eq. 7), and c_k = dJ/dL_k (M,)
+            terms = dpo_loss(scores, ref_scores, winners, losers, self.beta)
+            (score_grad,) = th.autograd.grad(terms.loss, scores)
+            step_coef = score_grad[batch.episode_index] * step_scale
+
+            # Pass 2: gradient of the surrogate sum_t step_coef_t * log pi(a_t|s_t) == grad J
+            self.policy.optimizer.zero_grad()
+            for chunk, chunk_log_probs, _ in self._iter_step_log_probs(self.policy, batch, self.batch_size):
+                (step_coef[chunk] * chunk_log_probs).sum().backward()
+            # Clip grad norm
+            grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+
+            epoch_logs = {
+                "loss": float(terms.loss.detach()),
+                "preference_accuracy": float(terms.accuracy),
+                "reward_margin": float(terms.logits.detach().mean()) / self.beta,
+                "grad_norm": float(grad_norm),
+                "policy_entropy": float(entropy.mean()),
+            }
+            for key, value in epoch_logs.items():
+                logs.setdefault(key, []).append(value)
+            self._n_updates += 1
+
+        for key, values in logs.items():
+            self.logger.record(f"train/{key}", np.mean(values))
+        self.logger.record("train/mean_episode_length", float(batch.lengths.float().mean()))
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+
+    def learn(
+        self: SelfDPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "DPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfDPO:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )

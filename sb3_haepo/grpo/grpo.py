@@ -1,0 +1,241 @@
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+
+from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
+from sb3_haepo.common.type_aliases import EpisodeBatch
+from sb3_haepo.common.utils import grpo_loss, grpo_step_advantages
+from sb3_haepo.grpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+
+SelfGRPO = TypeVar("SelfGRPO", bound="GRPO")
+
+
+def select_steps(batch: EpisodeBatch, indices: th.Tensor) -> EpisodeBatch:
+    """
+    :return: ``batch`` restricted to the steps at ``indices`` (per-step fields only; per-episode fields unchanged)
+    """
+    numpy_indices = indices.cpu().numpy()
+    observations: np.ndarray | dict[str, np.ndarray]
+    if isinstance(batch.observations, dict):
+        observations = {key: obs[numpy_indices] for key, obs in batch.observations.items()}
+    else:
+        observations = batch.observations[numpy_indices]
+    return batch._replace(
+        observations=observations,
+        actions=batch.actions[indices],
+        behaviour_log_probs=batch.behaviour_log_probs[indices],
+        episode_index=batch.episode_index[indices],
+    )
+
+
+class GRPO(EpisodicOnPolicyAlgorithm):
+    """
+    Group Relative Policy Optimization (GRPO), for control, as the baseline of the HAEPO paper.
+
+    Paper: https://arxiv.org/abs/2402.03300 (DeepSeekMath, section 4)
+    Code: written for this package on the episodic base class shared with HAEPO (same rollouts, same episode buffer)
+
+    GRPO is PPO without a critic: each update takes a group of complete episodes, gives every step of episode ``k``
+    the advantage ``A_k = (R_k - mean(R)) / std(R)`` (the z-scored episode return, "outcome supervision") and
+    minimises the clipped surrogate on the per-step ratio against the behaviour policy, plus ``kl_coef`` times the
+    k3 estimate of ``KL(pi || pi_ref)`` to a frozen reference policy (see :func:`~sb3_haepo.common.utils.grpo_loss`).
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate, it can be a function of the current progress remaining (from 1 to 0)
+    :param n_episodes: Number of complete episodes per update, the group size G (>= 2); see
+        :class:`~sb3_haepo.common.episodic.EpisodicOnPolicyAlgorithm`
+    :param n_epochs: Number of epochs when optimizing the surrogate loss
+    :param batch_size: Minibatch size, in steps (the steps of the group are shuffled every epoch)
+    :param gamma: Discount factor of the episode return ``R_k = sum_t gamma^t r_t`` (1.0: undiscounted)
+    :param clip_range: Clipping parameter epsilon of the probability ratio
+    :param kl_coef: ``beta``, coefficient of the KL divergence to the reference policy (0 disables it)
+    :param ref_update_interval: The reference policy is replaced by a copy of the current policy at the start of
+        every ``ref_update_interval``-th update (1: every update, so the KL term acts from the second minibatch on)
+    :param max_grad_norm: The maximum value for the gradient clipping
+    :param target_kl: Limit the KL divergence between updates (estimated against the behaviour policy as in PPO):
+        the epochs stop early once it exceeds ``1.5 * target_kl``. None (default) disables it.
+    :param max_episode_steps: Guard against envs that never end (see the base class)
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+        the reported success rate, mean episode length, and mean reward over
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation (without ``net_arch``:
+        ``dict(pi=[64, 64], vf=[])``, no critic MLP)
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages (such as device or wrappers used), 2 for
+        debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+        Setting it to auto, the code will be run on the GPU if possible.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+
+    def __init__(
+        self,
+        policy: str | type[MlpPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        n_episodes: int = 16,
+        n_epochs: int = 10,
+        batch_size: int = 256,
+        gamma: float = 1.0,
+        clip_range: float = 0.2,
+        kl_coef: float = 0.04,
+        ref_update_interval: int = 1,
+        max_grad_norm: float = 0.5,
+        target_kl: float | None = None,
+        max_episode_steps: int = 100_000,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_episodes=n_episodes,
+            gamma=gamma,
+            max_grad_norm=max_grad_norm,
+            max_episode_steps=max_episode_steps,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+        )
+        if not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1:
+            raise ValueError(f"n_epochs must be an integer >= 1, got {n_epochs!r}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if not isinstance(ref_update_interval, (int, np.integer)) or ref_update_interval < 1:
+            raise ValueError(f"ref_update_interval must be an integer >= 1, got {ref_update_interval!r}")
+        if not clip_range > 0:
+            raise ValueError(f"clip_range must be > 0, got {clip_range!r}")
+        if not np.isfinite(kl_coef) or kl_coef < 0:
+            raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef!r}")
+        if target_kl is not None and not target_kl > 0:
+            raise ValueError(f"target_kl must be > 0 or None, got {target_kl!r}")
+
+        self.n_epochs = int(n_epochs)
+        self.batch_size = int(batch_size)
+        self.clip_range = float(clip_range)
+        self.kl_coef = float(kl_coef)
+        self.ref_update_interval = int(ref_update_interval)
+        self.target_kl = target_kl
+        self._n_train_calls = 0
+
+        if _init_setup_model:
+            self._setup_model()
+
+    def train(self) -> None:
+        """
+        Update the policy on the group of episodes in the buffer: ``n_epochs`` passes over shuffled minibatches of
+        ``batch_size`` steps, as in PPO, with the critic's advantages replaced by the z-scored episode returns.
+        """
+        # Switch to train mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(True)
+        # Update optimizer learning rate
+        self._update_learning_rate(self.policy.optimizer)
+
+        # The reference is a frozen copy of the policy, refreshed every `ref_update_interval` updates
+        if self._n_train_calls % self.ref_update_interval == 0:
+            self.ref_policy.load_state_dict(self.policy.state_dict())
+        self._n_train_calls += 1
+
+        batch = self.rollout_buffer.get()
+        n_steps = len(batch.episode_index)
+        # Outcome supervision: A_t = z-scored return of the step's episode (N,)
+        advantages = grpo_step_advantages(batch.returns, batch.episode_index)
+        # Log-probabilities under the reference policy (N,): no gradient
+        with th.no_grad():
+            ref_log_probs, _ = self._step_log_probs(self.ref_policy, batch, self.batch_size)
+
+        logs: dict[str, list[float]] = {}
+        continue_training = True
+        for epoch in range(self.n_epochs):
+            approx_kl_divs = []
+            for indices in th.randperm(n_steps, device=self.device).split(self.batch_size):
+                minibatch = select_steps(batch, indices)
+                log_probs, entropy = self._step_log_probs(self.policy, minibatch, len(indices))
+                # Clipped surrogate on the per-step ratio + beta * KL(pi || pi_ref) (DeepSeekMath eq. 3)
+                terms = grpo_loss(
+                    log_probs,
+                    minibatch.behaviour_log_probs,
+                    ref_log_probs[indices],
+                    advantages[indices],
+                    self.clip_range,
+                    self.kl_coef,
+                )
+                # KL between the behaviour policy and the current one, as in PPO
+                with th.no_grad():
+                    log_ratio = log_probs - minibatch.behaviour_log_probs
+                    approx_kl_divs.append(float(th.mean((th.exp(log_ratio) - 1) - log_ratio)))
+                if self.target_kl is not None and approx_kl_divs[-1] > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_divs[-1]:.2f}")
+                    break
+
+                self.policy.optimizer.zero_grad()
+                terms.loss.backward()
+                # Clip grad norm
+                grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+
+                minibatch_logs = {
+                    "loss": float(terms.loss.detach()),
+                    "policy_gradient_loss": float(terms.policy_loss.detach()),
+                    "ref_kl_loss": float(terms.kl_loss.detach()),
+                    "ref_kl": float(terms.kl),
+                    "clip_fraction": float(terms.clip_fraction),
+                    "grad_norm": float(grad_norm),
+                    "policy_entropy": float(entropy.detach().mean()),
+                }
+                for key, value in minibatch_logs.items():
+                    logs.setdefault(key, []).append(value)
+            logs.setdefault("approx_kl", []).extend(approx_kl_divs)
+            self._n_updates += 1
+            if not continue_training:
+                break
+
+        for key, values in logs.items():
+            self.logger.record(f"train/{key}", np.mean(values))
+        self.logger.record("train/n_episodes", len(batch.returns))
+        self.logger.record("train/mean_episode_length", float(batch.lengths.float().mean()))
+        self.logger.record("train/mean_return", float(batch.returns.mean()))
+        self.logger.record("train/clip_range", self.clip_range)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/continue_training", continue_training)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+
+    def learn(
+        self: SelfGRPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "GRPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfGRPO:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )

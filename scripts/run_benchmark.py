@@ -1,0 +1,33 @@
+"""
+Run a benchmark grid (algos x envs x seeds), resumable, logged in the RL Zoo's layout.
+
+Example: python scripts/run_benchmark.py --algos haepo ppo --envs CartPole-v1 --seeds 0 1 2 --n-jobs 2
+"""
+
+import argparse
+
+from sb3_haepo.benchmark.configs import ALGOS, DEFAULT_N_TIMESTEPS, N_TIMESTEPS
+from sb3_haepo.benchmark.runner import make_grid, run_grid
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algos", nargs="+", default=sorted(ALGOS), choices=sorted(ALGOS))
+    parser.add_argument("--envs", nargs="+", required=True, help="Gymnasium ids, e.g. sb3_haepo/Bandit10-v0 CartPole-v1")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
+    parser.add_argument("--n-timesteps", type=int, default=None, help="budget per run (default: per env, see configs)")
+    parser.add_argument("--eval-freq", type=int, default=5_000, help="evaluate every this many env steps")
+    parser.add_argument("--n-eval-episodes", type=int, default=10)
+    parser.add_argument("--log-dir", default="logs/benchmark")
+    parser.add_argument("--n-jobs", type=int, default=1, help="parallel processes")
+    args = parser.parse_args()
+
+    n_timesteps = args.n_timesteps or {env_id: N_TIMESTEPS.get(env_id, DEFAULT_N_TIMESTEPS) for env_id in args.envs}
+    specs = make_grid(args.algos, args.envs, args.seeds, n_timesteps, args.log_dir, args.eval_freq, args.n_eval_episodes)
+    results = run_grid(specs, n_jobs=args.n_jobs)
+    n_done = sum(result["status"] == "done" for result in results)
+    print(f"{n_done} runs done, {len(results) - n_done} already complete, logs in {args.log_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sb3_haepo.benchmark.configs import get_hyperparams
+from sb3_haepo.benchmark.report import (
+    binned_training_metric,
+    bootstrap_ci,
+    first_crossing,
+    load_runs,
+    summary_table,
+    write_report,
+)
+from sb3_haepo.benchmark.runner import make_grid, run_grid
+
+ENV_ID = "sb3_haepo/Bandit10-v0"
+
+
+@pytest.fixture(scope="module")
+def grid_logs(tmp_path_factory):
+    log_dir = str(tmp_path_factory.mktemp("logs"))
+    specs = make_grid(
+        ["haepo", "ppo"],
+        [ENV_ID],
+        seeds=[0, 1],
+        n_timesteps=256,
+        log_dir=log_dir,
+        eval_freq=64,
+        n_eval_episodes=5,
+        hyperparams={"haepo": {"n_episodes": 16}, "ppo": {"n_steps": 64, "batch_size": 32, "n_epochs": 2}},
+    )
+    results = run_grid(specs, n_jobs=2, progress_bar=False)
+    return log_dir, specs, results
+
+
+def test_runner_layout(grid_logs):
+    log_dir, specs, results = grid_logs
+    assert sorted(result["status"] for result in results) == ["done"] * 4
+    for spec in specs:
+        run_dir = os.path.join(log_dir, spec.algo, f"sb3_haepo-Bandit10-v0_{spec.seed}")
+        # RL Zoo layout: {log_dir}/{algo}/{env}_{run_id}/evaluations.npz and monitor files
+        evaluations = np.load(os.path.join(run_dir, "evaluations.npz"))
+        np.testing.assert_array_equal(evaluations["timesteps"], [64, 128, 192, 256])
+        assert evaluations["results"].shape == (4, 5)
+        monitor = pd.read_csv(os.path.join(run_dir, "0.monitor.csv"), skiprows=1)
+        # One-step episodes: every step is an episode, with its regret logged
+        assert len(monitor) >= 256 and set(monitor["l"]) == {1}
+        assert {"regret", "is_success"} <= set(monitor.columns)
+        assert (monitor["regret"] >= 0).all()
+        info = json.load(open(os.path.join(run_dir, "run.json")))
+        assert info["num_timesteps"] >= 256 and info["env_steps_per_s"] > 0
+        assert len(info["eval_train_times_s"]) == 4 and np.all(np.diff(info["eval_train_times_s"]) > 0)
+
+
+def test_runner_resumes(grid_logs):
+    _, specs, _ = grid_logs
+    # Finished runs are skipped; a run without its complete marker is redone from scratch
+    os.remove(specs[0].run_dir / "complete")
+    (specs[0].run_dir / "stale.txt").write_text("partial run")
+    results = run_grid(specs, n_jobs=1, progress_bar=False)
+    assert sorted(result["status"] for result in results) == ["done"] + ["skipped"] * 3
+    assert not (specs[0].run_dir / "stale.txt").exists()
+
+
+def test_report(grid_logs, tmp_path):
+    log_dir, _, _ = grid_logs
+    runs = load_runs(log_dir)
+    assert len(runs) == 4 and {run.algo for run in runs} == {"haepo", "ppo"}
+    table = summary_table(runs, thresholds={ENV_ID: 0.5})
+    assert list(table["algo"]) == ["haepo", "ppo"] and list(table["seeds"]) == [2, 2]
+    assert "mean regret per step (std over seeds)" in table.columns
+    path = write_report(log_dir, tmp_path, thresholds={ENV_ID: 0.5})
+    text = path.read_text()
+    assert "P(haepo > baseline)" in text and "| haepo |" in text
+    assert (tmp_path / "sb3_haepo-Bandit10-v0_curves.png").stat().st_size > 1000
+    assert (tmp_path / "sb3_haepo-Bandit10-v0_curves_walltime.png").stat().st_size > 1000
+    assert (tmp_path / "sb3_haepo-Bandit10-v0_train_regret.png").stat().st_size > 1000
+
+
+def test_rl_zoo_all_plots_reads_the_logs(grid_logs, tmp_path):
+    log_dir, _, _ = grid_logs
+    output = tmp_path / "zoo_results"
+    command = [
+        sys.executable,
+        "-m",
+        "rl_zoo3.plots.all_plots",
+        *("-a", "haepo", "ppo", "-e", "sb3_haepo-Bandit10-v0", "-f", log_dir, "-o", str(output), "--no-display"),
+    ]
+    subprocess.run(command, check=True, env={**os.environ, "MPLBACKEND": "Agg"}, capture_output=True, timeout=120)
+    with open(f"{output}.pkl", "rb") as file_handler:
+        results = pickle.load(file_handler)
+    # The zoo found the 2 seeds of each algo and their 4 evaluations
+    for algo in ("haepo", "ppo"):
+        key = f"{algo.upper()}-{log_dir}"
+        assert key in results["sb3_haepo-Bandit10-v0"], results.keys()
+        np.testing.assert_array_equal(results["sb3_haepo-Bandit10-v0"][key]["timesteps"], [64, 128, 192, 256])
+
+
+def test_binned_training_metric():
+    # Episodes of lengths 1, 1, 2, 4 end at steps 1, 2, 4, 8; 4 bins of 2 steps: [0, 2), [2, 4), [4, 6), [6, 8]
+    monitor = pd.DataFrame({"l": [1, 1, 2, 4], "regret": [1.0, 3.0, 5.0, 7.0]})
+    np.testing.assert_array_equal(binned_training_metric(monitor, "regret", 8, 4), [1.0, 3.0, 5.0, 7.0])
+    # 2 bins of 4 steps: episodes ending at 1, 2 -> bin 0; at 4, 8 -> bin 1
+    np.testing.assert_array_equal(binned_training_metric(monitor, "regret", 8, 2), [2.0, 6.0])
+    assert np.isnan(binned_training_metric(monitor.iloc[:1], "regret", 8, 2)[1])
+
+
+def test_helpers():
+    assert first_crossing(np.array([1.0, 3.0, 5.0]), 3.0) == 1
+    assert first_crossing(np.array([1.0, 2.0]), 3.0) is None
+    assert bootstrap_ci(np.array([2.0])) == (2.0, 2.0)
+    low, high = bootstrap_ci(np.array([0.0, 1.0] * 50))
+    # mean 0.5, standard error 0.05: CI about 0.5 +- 0.1
+    assert 0.38 < low < 0.45 and 0.55 < high < 0.62
+    assert get_hyperparams("ppo", "CartPole-v1")["n_envs"] == 8
+    assert get_hyperparams("haepo", ENV_ID)["normalize_returns"] == "sum"
+    with pytest.raises(ValueError, match="sac"):
+        get_hyperparams("sac", ENV_ID)
+    with pytest.raises(ValueError, match="sac"):
+        make_grid(["sac"], [ENV_ID], [0], 10, "logs")
