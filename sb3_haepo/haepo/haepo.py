@@ -92,7 +92,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         policy: str | type[MlpPolicy],
         env: GymEnv | str,
         learning_rate: float | Schedule = 3e-3,
-        n_episodes: int = 16,
+        n_episodes: int = 8,
         n_epochs: int = 4,
         batch_size: int = 4096,
         gamma: float = 1.0,
