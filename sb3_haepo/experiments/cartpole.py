@@ -37,6 +37,7 @@ class RunResult:
     seconds: float
     total_steps: int
     steps_to_threshold: int | None = field(default=None)
+    seconds_to_threshold: float | None = field(default=None)
 
 
 def make_model(algo: str, seed: int) -> BaseAlgorithm:
@@ -58,11 +59,14 @@ class RecordEvaluations(BaseCallback):
         super().__init__()
         self.timesteps: list[int] = []
         self.returns: list[float] = []
+        self.seconds: list[float] = []
+        self.start_time = time.perf_counter()
 
     def _on_step(self) -> bool:
         assert isinstance(self.parent, EvalCallback)
         self.timesteps.append(self.num_timesteps)
         self.returns.append(float(self.parent.last_mean_reward))
+        self.seconds.append(time.perf_counter() - self.start_time)
         return True
 
 
@@ -76,7 +80,7 @@ def run_one(algo: str, seed: int, timesteps: int, eval_freq: int, n_eval_episode
         callback_after_eval=record,
         verbose=0,
     )
-    start = time.perf_counter()
+    record.start_time = start = time.perf_counter()
     model.learn(timesteps, callback=eval_callback)
     seconds = time.perf_counter() - start
     steps = np.array(record.timesteps)
@@ -90,6 +94,7 @@ def run_one(algo: str, seed: int, timesteps: int, eval_freq: int, n_eval_episode
         seconds,
         model.num_timesteps,
         int(steps[reached[0]]) if len(reached) else None,
+        record.seconds[reached[0]] if len(reached) else None,
     )
 
 
@@ -98,17 +103,24 @@ def summarize(results: list[RunResult]) -> str:
         f"{ENV_ID}: {N_ENVS} envs, evaluation = mean return of deterministic episodes; threshold {THRESHOLD:.0f}; "
         "wall-clock includes the evaluations",
         "",
-        "| algo | seeds reaching 475 | steps to 475, median (range) | final eval return, mean ± std | wall-clock s per run |",
-        "|---|---|---|---|---|",
+        "| algo | seeds reaching 475 | steps to 475, median (range) | wall-clock s to 475, median "
+        "| final eval return, mean ± std | wall-clock s per run, median |",
+        "|---|---|---|---|---|---|",
     ]
     for algo in dict.fromkeys(r.algo for r in results):
         runs = [r for r in results if r.algo == algo]
-        reached = [r.steps_to_threshold for r in runs if r.steps_to_threshold is not None]
-        steps = f"{np.median(reached):,.0f} ({min(reached):,}-{max(reached):,})" if reached else "never"
+        steps_to = [r.steps_to_threshold for r in runs if r.steps_to_threshold is not None]
+        seconds_to = [r.seconds_to_threshold for r in runs if r.seconds_to_threshold is not None]
+        if steps_to:
+            steps = f"{np.median(steps_to):,.0f} ({min(steps_to):,}-{max(steps_to):,})"
+            seconds = f"{np.median(seconds_to):.1f}"
+        else:
+            steps, seconds = "never", "-"
         final = np.array([r.returns[-1] for r in runs])
-        speed = np.median([r.total_steps / r.seconds for r in runs])
+        run_seconds = np.median([r.seconds for r in runs])
         lines.append(
-            f"| {algo} | {len(reached)}/{len(runs)} | {steps} | {final.mean():.1f} ± {final.std():.1f} | {speed:,.0f} |"
+            f"| {algo} | {len(steps_to)}/{len(runs)} | {steps} | {seconds} | {final.mean():.1f} ± {final.std():.1f} "
+            f"| {run_seconds:.1f} |"
         )
     return "\n".join(lines)
 
