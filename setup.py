@@ -47,12 +47,14 @@ setup(
             "scipy",
             "pytablewriter",
         ],
+        # Benchmark runner and report
         "plots": [
             "matplotlib",
             "pandas>=2.2,<3",
             "rliable>=1.2",
             "seaborn",
             "scipy",
+            "tqdm",
         ],
     },
     entry_points={"console_scripts": []},
