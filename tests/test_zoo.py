@@ -296,7 +296,7 @@ def test_distributed_optimization_two_workers(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     # As with `optuna create-study`: create the study once, before the workers start
     optuna.create_study(study_name="shared", storage=storage, direction="maximize")
-    n_trials = 3
+    n_trials = 2
     workers = [
         subprocess.Popen(
             [sys.executable, "-m", "sb3_haepo.zoo", *_optimize_args(tmp_path / f"logs_{i}", storage, "shared", n_trials)],
