@@ -1,0 +1,452 @@
+"""Tests of the RL Zoo integration (``sb3_haepo.zoo``): short real runs through the entry point, in subprocesses."""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("rl_zoo3", reason="needs the zoo extras: pip install 'sb3_haepo[zoo]'")
+optuna = pytest.importorskip("optuna", reason="needs the zoo extras: pip install 'sb3_haepo[zoo]'")
+
+import sb3_haepo.zoo as haepo_zoo  # noqa: E402
+from sb3_haepo import HAEPO  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_HYPERPARAMS = Path(haepo_zoo.HYPERPARAMS_DIR)
+ENV_IDS = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3", "Pendulum-v1", "MountainCarContinuous-v0"]
+# Keep the subprocess runs small and quick
+FAST_PARAMS = ["-params", "n_episodes:4", "policy_kwargs:dict(net_arch=[16])"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    env["MPLBACKEND"] = "Agg"
+    # `python -m rl_zoo3.benchmark` calls `python` from the PATH
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def run_zoo(args: list[str], cwd: Path, timeout: int = 120) -> str:
+    """Run ``python -m sb3_haepo.zoo *args`` and return its output; fail with the output if it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sb3_haepo.zoo", *args],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{output[-4000:]}"
+    return output
+
+
+def _train_args(log_folder: Path, algo: str = "haepo", n_timesteps: int = 2000) -> list[str]:
+    return [
+        "train",
+        "--algo",
+        algo,
+        "--env",
+        "CartPole-v1",
+        "-n",
+        str(n_timesteps),
+        "--eval-freq",
+        "250",
+        "--eval-episodes",
+        "2",
+        "--seed",
+        "0",
+        "--num-threads",
+        "1",
+        "-f",
+        str(log_folder),
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """
+    Two HAEPO CartPole runs of 2000 steps with evaluations, through the entry point (default --conf-file), seeds 0
+    and 1 (``plot_from_file`` needs at least two runs per algorithm and env).
+    """
+    tmp_path = tmp_path_factory.mktemp("zoo")
+    log_folder = tmp_path / "logs"
+    run_zoo([*_train_args(log_folder), *FAST_PARAMS], cwd=tmp_path)
+    run_zoo([*_train_args(log_folder), "--seed", "1", *FAST_PARAMS], cwd=tmp_path)
+    return log_folder
+
+
+def test_train_writes_zoo_layout(trained_logs: Path) -> None:
+    run_dir = trained_logs / "haepo" / "CartPole-v1_1"
+    assert (run_dir / "CartPole-v1.zip").is_file()
+    assert (run_dir / "best_model.zip").is_file()
+    evaluations = np.load(run_dir / "evaluations.npz")
+    assert len(evaluations["timesteps"]) >= 8
+    assert evaluations["results"].shape[1] == 2
+    # The default configuration file was the bundled one, and the command line overrides were applied
+    config = yaml.load((run_dir / "CartPole-v1" / "config.yml").read_text(), Loader=yaml.UnsafeLoader)
+    assert dict(config)["n_episodes"] == 4
+    args = yaml.load((run_dir / "CartPole-v1" / "args.yml").read_text(), Loader=yaml.UnsafeLoader)
+    assert dict(args)["conf_file"] == haepo_zoo.DEFAULT_CONF_FILE
+    model = HAEPO.load(run_dir / "CartPole-v1.zip")
+    assert model.n_episodes == 4
+
+
+def test_enjoy_and_continue_training(trained_logs: Path) -> None:
+    cwd = trained_logs.parent
+    output = run_zoo(
+        [
+            "enjoy",
+            "--algo",
+            "haepo",
+            "--env",
+            "CartPole-v1",
+            "-f",
+            str(trained_logs),
+            "--exp-id",
+            "1",
+            "--no-render",
+            "-n",
+            "300",
+            "--deterministic",
+            "--load-best",
+        ],
+        cwd=cwd,
+    )
+    assert "Loading" in output
+    # -i: continue training the saved agent, in a new run folder
+    run_zoo(
+        [*_train_args(trained_logs, n_timesteps=500), "-i", str(trained_logs / "haepo" / "CartPole-v1_1" / "CartPole-v1.zip")],
+        cwd=cwd,
+    )
+    assert (trained_logs / "haepo" / "CartPole-v1_3" / "CartPole-v1.zip").is_file()
+
+
+def test_all_plots_and_plot_from_file(trained_logs: Path) -> None:
+    cwd = trained_logs.parent
+    out = cwd / "haepo_plots"
+    # HAEPO stops on complete episodes, so runs overshoot -n by different amounts: -max truncates them to the
+    # same evaluations (all_plots drops the runs with fewer evaluations than the longest one)
+    output = run_zoo(
+        [
+            "all_plots",
+            "-a",
+            "haepo",
+            "-e",
+            "CartPole-v1",
+            "-f",
+            str(trained_logs),
+            "-o",
+            str(out),
+            "--no-display",
+            "-max",
+            "2000",
+        ],
+        cwd=cwd,
+    )
+    assert "CartPole-v1" in output
+    assert out.with_suffix(".pkl").is_file()
+    # plot_from_file saves to the -o path as given (no suffix added)
+    figure = cwd / "sensitivity.png"
+    run_zoo(["plot_from_file", "-i", str(out.with_suffix(".pkl")), "-o", str(figure), "--format", "png"], cwd=cwd)
+    assert figure.is_file() and figure.stat().st_size > 0
+
+
+def test_benchmark(trained_logs: Path) -> None:
+    cwd = trained_logs.parent
+    benchmark_dir = cwd / "benchmark"
+    run_zoo(
+        [
+            "benchmark",
+            "--log-dir",
+            str(trained_logs),
+            "--benchmark-dir",
+            str(benchmark_dir),
+            "--no-hub",
+            "-n",
+            "500",
+            "--test-mode",
+        ],
+        cwd=cwd,
+        timeout=180,
+    )
+    table = (benchmark_dir / "benchmark.md").read_text()
+    assert "haepo" in table and "CartPole-v1" in table
+
+
+@pytest.mark.slow
+def test_benchmark_with_enjoy_shim(trained_logs: Path, tmp_path: Path) -> None:
+    """The zoo's own ``python -m rl_zoo3.benchmark`` with ``scripts/enjoy.py`` copied to the working folder."""
+    shutil.copy(REPO_ROOT / "scripts" / "enjoy.py", tmp_path / "enjoy.py")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rl_zoo3.benchmark",
+            "--log-dir",
+            str(trained_logs),
+            "--benchmark-dir",
+            str(tmp_path / "b"),
+            "--no-hub",
+            "-n",
+            "500",
+            "--test-mode",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "haepo" in (tmp_path / "b" / "benchmark.md").read_text()
+
+
+def test_train_ppo(tmp_path: Path) -> None:
+    """Other zoo algorithms work through the same entry point, with the zoo's own hyperparameters."""
+    log_folder = tmp_path / "logs"
+    run_zoo(_train_args(log_folder, algo="ppo", n_timesteps=1000), cwd=tmp_path)
+    assert (log_folder / "ppo" / "CartPole-v1_1" / "evaluations.npz").is_file()
+
+
+def _optimize_args(log_folder: Path, storage: str, study_name: str, n_trials: int = 2) -> list[str]:
+    return [
+        "train",
+        "--algo",
+        "haepo",
+        "--env",
+        "CartPole-v1",
+        "-n",
+        "600",
+        "-optimize",
+        "--n-trials",
+        str(n_trials),
+        "--n-jobs",
+        "1",
+        "--sampler",
+        "random",
+        "--pruner",
+        "median",
+        "--n-evaluations",
+        "2",
+        "--n-startup-trials",
+        "1",
+        "--eval-episodes",
+        "2",
+        "--no-optim-plots",
+        "--num-threads",
+        "1",
+        "-f",
+        str(log_folder),
+        "--storage",
+        storage,
+        "--study-name",
+        study_name,
+    ]
+
+
+def test_optimize_then_retrain_from_trial(tmp_path: Path) -> None:
+    log_folder = tmp_path / "logs"
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    run_zoo(_optimize_args(log_folder, storage, "haepo-test"), cwd=tmp_path)
+    study = optuna.load_study(study_name="haepo-test", storage=storage)
+    assert len(study.trials) == 2
+    assert list(log_folder.glob("haepo/report_CartPole-v1_2-trials-600-random-median_*.csv"))
+    # Re-train with the hyperparameters of trial 1 (the zoo ignores --trial-id 0, see docs/ZOO.md)
+    params = study.trials[1].params
+    run_zoo(
+        [
+            "train",
+            "--algo",
+            "haepo",
+            "--env",
+            "CartPole-v1",
+            "-n",
+            "300",
+            "--num-threads",
+            "1",
+            "-f",
+            str(log_folder),
+            "--storage",
+            storage,
+            "--study-name",
+            "haepo-test",
+            "--trial-id",
+            "1",
+        ],
+        cwd=tmp_path,
+    )
+    (config_file,) = log_folder.glob("haepo/CartPole-v1_*/CartPole-v1/config.yml")
+    config = dict(yaml.load(config_file.read_text(), Loader=yaml.UnsafeLoader))
+    for key in ["learning_rate", "n_episodes", "n_epochs", "gamma", "normalize_returns", "weight_ent_coef"]:
+        assert config[key] == params[key], key
+    assert config["policy_kwargs"]["net_arch"] == haepo_zoo.NET_ARCH[params["net_arch"]]
+
+
+def test_distributed_optimization_two_workers(tmp_path: Path) -> None:
+    """Two worker processes share one SQLite study: both must have run trials (recorded worker pid)."""
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    # As with `optuna create-study`: create the study once, before the workers start
+    optuna.create_study(study_name="shared", storage=storage, direction="maximize")
+    n_trials = 2
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sb3_haepo.zoo", *_optimize_args(tmp_path / f"logs_{i}", storage, "shared", n_trials)],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [worker.communicate(timeout=180)[0] for worker in workers]
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output[-4000:]
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert len(study.trials) == 2 * n_trials
+    pids = {int(trial.user_attrs["worker"].rsplit(":", 1)[1]) for trial in study.trials}
+    # Each worker process ran its own trials in the shared study
+    assert pids == {worker.pid for worker in workers}
+
+
+def _load_yml(name: str) -> dict[str, Any]:
+    with open(PACKAGE_HYPERPARAMS / name) as file_handler:
+        return yaml.load(file_handler, Loader=yaml.UnsafeLoader)
+
+
+def test_yml_files() -> None:
+    haepo_params = _load_yml("haepo.yml")
+    ppo_params = _load_yml("ppo.yml")
+    assert set(haepo_params) == {*ENV_IDS, "default"}
+    assert set(ppo_params) == {*ENV_IDS, "default"}
+    # The repository's hyperparams/ folder holds the same files as the package
+    for name in ["haepo.yml", "ppo.yml"]:
+        assert (REPO_ROOT / "hyperparams" / name).read_text() == (PACKAGE_HYPERPARAMS / name).read_text()
+    # ppo.yml holds the zoo's own PPO settings
+    import rl_zoo3
+
+    with open(Path(rl_zoo3.__file__).parent / "hyperparams" / "ppo.yml") as file_handler:
+        zoo_ppo = yaml.load(file_handler, Loader=yaml.UnsafeLoader)
+    for env_id, params in ppo_params.items():
+        assert params == zoo_ppo[env_id], env_id
+
+
+def _needs_box2d(env_id: str) -> None:
+    if env_id.startswith("LunarLander"):
+        pytest.importorskip("Box2D", reason="LunarLander needs box2d: pip install 'gymnasium[box2d]' (needs swig)")
+
+
+@pytest.mark.parametrize("algo", ["haepo", "ppo"])
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_yml_entry_builds_model(env_id: str, algo: str, tmp_path: Path) -> None:
+    """Every yml entry is read and preprocessed by the zoo and builds a model for its env (no training)."""
+    _needs_box2d(env_id)
+    import rl_zoo3.utils
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    haepo_zoo.register()
+    exp_manager = ExperimentManager(
+        argparse.Namespace(),
+        algo,
+        env_id,
+        str(tmp_path),
+        config=str(PACKAGE_HYPERPARAMS / f"{algo}.yml"),
+        verbose=0,
+    )
+    result = exp_manager.setup_experiment()
+    assert result is not None
+    model, _ = result
+    assert isinstance(model, rl_zoo3.utils.ALGOS[algo])
+    env = model.get_env()
+    assert env is not None
+    assert env.get_attr("spec")[0].id == env_id
+    env.close()
+
+
+def test_sampler_and_converter() -> None:
+    """Sampled parameters are valid HAEPO kwargs, and the converter maps the raw trial params to the same kwargs."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for env_id, n_actions in [("CartPole-v1", 0), ("Pendulum-v1", 1)]:
+        for _ in range(3):
+            trial = study.ask()
+            kwargs = haepo_zoo.sample_haepo_params(trial, n_actions, 1, {})
+            assert kwargs == haepo_zoo.convert_haepo_params(trial.params)
+            assert ("log_std_init" in kwargs["policy_kwargs"]) == (n_actions > 0)
+            assert trial.user_attrs["worker"].endswith(f":{os.getpid()}")
+            HAEPO("MlpPolicy", env_id, **kwargs)
+            study.tell(trial, 0.0)
+
+
+def test_register() -> None:
+    import rl_zoo3.hyperparams_opt
+    import rl_zoo3.train
+    import rl_zoo3.utils
+
+    haepo_zoo.register()
+    haepo_zoo.register()
+    assert rl_zoo3.utils.ALGOS["haepo"] is HAEPO
+    # The zoo modules hold references to the same dicts
+    assert rl_zoo3.train.ALGOS["haepo"] is HAEPO
+    assert rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER["haepo"] is haepo_zoo.sample_haepo_params
+    assert rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER["haepo"] is haepo_zoo.convert_haepo_params
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--algo", "haepo", "--env", "CartPole-v1"], ["--conf-file", haepo_zoo.DEFAULT_CONF_FILE]),
+        (["--algo=haepo"], ["--conf-file", haepo_zoo.DEFAULT_CONF_FILE]),
+        (["--algo", "haepo", "-conf", "my.yml"], []),
+        (["--algo", "haepo", "--conf-file=my.yml"], []),
+        (["--algo", "haepo", "--conf", "my.yml"], []),
+        (["--algo", "ppo"], []),
+        ([], []),
+    ],
+)
+def test_default_conf_file(args: list[str], expected: list[str]) -> None:
+    assert haepo_zoo.add_default_conf_file(args) == [*args, *expected]
+
+
+@pytest.mark.parametrize("missing", ["optuna", "rl_zoo3", "pandas", "requests"])
+def test_missing_extras_error(missing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A None entry in sys.modules makes any import of that module raise ImportError
+    monkeypatch.setitem(sys.modules, missing, None)
+    with pytest.raises(ImportError, match=r'pip install "sb3_haepo\[zoo\]"') as excinfo:
+        haepo_zoo.main(["train", "--algo", "haepo", "--env", "CartPole-v1"])
+    assert missing in str(excinfo.value)
+
+
+def test_missing_extras_error_in_subprocess(tmp_path: Path) -> None:
+    """A fresh interpreter where ``optuna`` cannot be imported: the entry point names the pip install to run."""
+    (tmp_path / "optuna.py").write_text("raise ImportError('optuna hidden for the test')\n")
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    result = subprocess.run(
+        [sys.executable, "-m", "sb3_haepo.zoo", "train", "--algo", "haepo", "--env", "CartPole-v1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert 'pip install "sb3_haepo[zoo]"' in result.stderr
+    assert "optuna" in result.stderr
+
+
+def test_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sb3_haepo.zoo", "--help"], env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    for command in haepo_zoo.SUB_COMMANDS:
+        assert command in result.stdout
