@@ -47,6 +47,8 @@ setup(
             "scipy",
             "pytablewriter",
         ],
+        # LunarLander in the RL Zoo hyperparameters
+        "box2d": ["gymnasium[box2d]"],
         # Benchmark runner and report
         "plots": [
             "matplotlib",
@@ -57,7 +59,7 @@ setup(
             "tqdm",
         ],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["haepo-zoo = sb3_haepo.zoo:main"]},
     description="HAEPO (History-Aggregated Exploratory Policy Optimization) for Stable-Baselines3",
     author="sb3_haepo developers",
     license="MIT",

@@ -260,7 +260,7 @@ def test_optimize_then_retrain_from_trial(tmp_path: Path) -> None:
     study = optuna.load_study(study_name="haepo-test", storage=storage)
     assert len(study.trials) == 2
     assert list(log_folder.glob("haepo/report_CartPole-v1_2-trials-600-random-median_*.csv"))
-    # Re-train with the hyperparameters of trial 1 (the zoo ignores --trial-id 0, see docs/ZOO.md)
+    # Re-train with the hyperparameters of trial 1 (the zoo ignores --trial-id 0, see the RL Zoo section of the README)
     params = study.trials[1].params
     run_zoo(
         [
