@@ -135,6 +135,6 @@ def test_learns_easy_bandit(model_class, kwargs):
     best_arm = env.unwrapped.optimal_arm
     model = model_class("MlpPolicy", env, n_episodes=16, seed=0, **kwargs).learn(3000)
     obs = np.zeros((1, 1), dtype=np.float32)
-    probs = model.policy.get_distribution(th.as_tensor(obs)).distribution.probs[0]
+    probs = model.policy.get_distribution(th.as_tensor(obs, device=model.device)).distribution.probs[0]
     assert int(probs.argmax()) == best_arm
     assert float(probs[best_arm]) > 0.5
