@@ -54,7 +54,7 @@ ZOO_REQUIREMENTS = {
     "scipy": "scipy",
     "pytablewriter": "pytablewriter",
 }
-INSTALL_HINT = 'pip install "sb3_haepo[zoo]"'
+INSTALL_HINT = 'pip install "sb3_haepo[zoo]" (from a clone of the repository: pip install -e ".[zoo]")'
 SUB_COMMANDS = ("train", "enjoy", "plot_train", "plot_from_file", "all_plots", "benchmark")
 
 NET_ARCH = {
