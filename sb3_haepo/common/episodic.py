@@ -39,6 +39,10 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
     ``_setup_model`` and saved with the model.
 
     :param n_episodes: Number of complete episodes per update (the group size M)
+    :param n_epochs: Number of passes over each group
+    :param batch_size: Number of steps evaluated at once (a chunk or a minibatch, as the algorithm uses it)
+    :param ref_update_interval: The reference policy becomes a copy of the policy at the start of every
+        ``ref_update_interval``-th update
     :param max_episode_steps: Guard for envs that never end: an episode that reaches this many steps without
         ``done`` is cut there and closed as truncated (the env itself keeps running, and its next steps start a new
         episode). Cuts are counted in ``rollout/n_cut_episodes``.
@@ -60,7 +64,10 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         env: GymEnv | str,
         learning_rate: float | Schedule,
         n_episodes: int,
+        n_epochs: int,
+        batch_size: int,
         gamma: float,
+        ref_update_interval: int,
         max_grad_norm: float,
         max_episode_steps: int,
         stats_window_size: int = 100,
@@ -93,14 +100,24 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         )
         if not isinstance(n_episodes, (int, np.integer)) or n_episodes < 2:
             raise ValueError(f"n_episodes must be an integer >= 2 (a group needs episodes to compare), got {n_episodes!r}")
+        for name, value in (
+            ("n_epochs", n_epochs),
+            ("batch_size", batch_size),
+            ("ref_update_interval", ref_update_interval),
+            ("max_episode_steps", max_episode_steps),
+        ):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
         if max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm!r}")
-        if not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be an integer >= 1, got {max_episode_steps!r}")
         self.n_episodes = int(n_episodes)
+        self.n_epochs = int(n_epochs)
+        self.batch_size = int(batch_size)
+        self.ref_update_interval = int(ref_update_interval)
         self.max_episode_steps = int(max_episode_steps)
+        self._n_train_calls = 0
         self._n_cut_episodes = 0
         self._n_discarded_steps = 0
         self._group_ready = False
@@ -138,6 +155,15 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self.rollout_buffer = EpisodeBuffer(
             self.observation_space, self.action_space, n_envs=self.n_envs, gamma=self.gamma, device=self.device
         )
+
+    def _refresh_reference(self) -> None:
+        """
+        Call at the start of each update: every ``ref_update_interval``-th update, the frozen reference policy
+        becomes a copy of the current policy.
+        """
+        if self._n_train_calls % self.ref_update_interval == 0:
+            self.ref_policy.load_state_dict(self.policy.state_dict())
+        self._n_train_calls += 1
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         # The reference policy is saved, so that training continues identically after load

@@ -99,7 +99,10 @@ class DPO(EpisodicOnPolicyAlgorithm):
             env,
             learning_rate=learning_rate,
             n_episodes=n_episodes,
+            n_epochs=n_epochs,
+            batch_size=batch_size,
             gamma=gamma,
+            ref_update_interval=ref_update_interval,
             max_grad_norm=max_grad_norm,
             max_episode_steps=max_episode_steps,
             stats_window_size=stats_window_size,
@@ -111,21 +114,11 @@ class DPO(EpisodicOnPolicyAlgorithm):
         )
         if trajectory_score not in TRAJECTORY_SCORE_OPTIONS:
             raise ValueError(f"Unknown trajectory_score {trajectory_score!r}, allowed: {TRAJECTORY_SCORE_OPTIONS}")
-        if not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1:
-            raise ValueError(f"n_epochs must be an integer >= 1, got {n_epochs!r}")
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if not isinstance(ref_update_interval, (int, np.integer)) or ref_update_interval < 1:
-            raise ValueError(f"ref_update_interval must be an integer >= 1, got {ref_update_interval!r}")
         if not (np.isfinite(beta) and beta > 0):
             raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
 
-        self.n_epochs = int(n_epochs)
-        self.batch_size = int(batch_size)
         self.beta = float(beta)
         self.trajectory_score = trajectory_score
-        self.ref_update_interval = int(ref_update_interval)
-        self._n_train_calls = 0
 
         if _init_setup_model:
             self._setup_model()
@@ -140,9 +133,7 @@ class DPO(EpisodicOnPolicyAlgorithm):
         self._update_learning_rate(self.policy.optimizer)
 
         # The reference is a frozen copy of the policy, refreshed every `ref_update_interval` updates
-        if self._n_train_calls % self.ref_update_interval == 0:
-            self.ref_policy.load_state_dict(self.policy.state_dict())
-        self._n_train_calls += 1
+        self._refresh_reference()
 
         batch = self.rollout_buffer.get()
         # Preference pairs: best vs worst return, second best vs second worst, ... (P,) each

@@ -106,7 +106,10 @@ class GRPO(EpisodicOnPolicyAlgorithm):
             env,
             learning_rate=learning_rate,
             n_episodes=n_episodes,
+            n_epochs=n_epochs,
+            batch_size=batch_size,
             gamma=gamma,
+            ref_update_interval=ref_update_interval,
             max_grad_norm=max_grad_norm,
             max_episode_steps=max_episode_steps,
             stats_window_size=stats_window_size,
@@ -116,12 +119,6 @@ class GRPO(EpisodicOnPolicyAlgorithm):
             seed=seed,
             device=device,
         )
-        if not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1:
-            raise ValueError(f"n_epochs must be an integer >= 1, got {n_epochs!r}")
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if not isinstance(ref_update_interval, (int, np.integer)) or ref_update_interval < 1:
-            raise ValueError(f"ref_update_interval must be an integer >= 1, got {ref_update_interval!r}")
         if not clip_range > 0:
             raise ValueError(f"clip_range must be > 0, got {clip_range!r}")
         if not np.isfinite(kl_coef) or kl_coef < 0:
@@ -129,13 +126,9 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         if target_kl is not None and not target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None, got {target_kl!r}")
 
-        self.n_epochs = int(n_epochs)
-        self.batch_size = int(batch_size)
         self.clip_range = float(clip_range)
         self.kl_coef = float(kl_coef)
-        self.ref_update_interval = int(ref_update_interval)
         self.target_kl = target_kl
-        self._n_train_calls = 0
 
         if _init_setup_model:
             self._setup_model()
@@ -151,9 +144,7 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         self._update_learning_rate(self.policy.optimizer)
 
         # The reference is a frozen copy of the policy, refreshed every `ref_update_interval` updates
-        if self._n_train_calls % self.ref_update_interval == 0:
-            self.ref_policy.load_state_dict(self.policy.state_dict())
-        self._n_train_calls += 1
+        self._refresh_reference()
 
         batch = self.rollout_buffer.get()
         n_steps = len(batch.episode_index)

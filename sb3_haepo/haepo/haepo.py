@@ -117,7 +117,10 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             env,
             learning_rate=learning_rate,
             n_episodes=n_episodes,
+            n_epochs=n_epochs,
+            batch_size=batch_size,
             gamma=gamma,
+            ref_update_interval=ref_update_interval,
             max_grad_norm=max_grad_norm,
             max_episode_steps=max_episode_steps,
             stats_window_size=stats_window_size,
@@ -131,27 +134,17 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             raise ValueError(f"Unknown normalize_returns {normalize_returns!r}, allowed: {NORMALIZE_RETURNS_OPTIONS}")
         if trajectory_score not in TRAJECTORY_SCORE_OPTIONS:
             raise ValueError(f"Unknown trajectory_score {trajectory_score!r}, allowed: {TRAJECTORY_SCORE_OPTIONS}")
-        if not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1:
-            raise ValueError(f"n_epochs must be an integer >= 1, got {n_epochs!r}")
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if not isinstance(ref_update_interval, (int, np.integer)) or ref_update_interval < 1:
-            raise ValueError(f"ref_update_interval must be an integer >= 1, got {ref_update_interval!r}")
         for name, value in (("weight_ent_coef", weight_ent_coef), ("ref_kl_coef", ref_kl_coef)):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if target_kl is not None and not target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None, got {target_kl!r}")
 
-        self.n_epochs = int(n_epochs)
-        self.batch_size = int(batch_size)
         self.normalize_returns = normalize_returns
         self.trajectory_score = trajectory_score
         self.weight_ent_coef = float(weight_ent_coef)
         self.ref_kl_coef = float(ref_kl_coef)
-        self.ref_update_interval = int(ref_update_interval)
         self.target_kl = target_kl
-        self._n_train_calls = 0
 
         if _init_setup_model:
             self._setup_model()
@@ -174,9 +167,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         self._update_learning_rate(self.policy.optimizer)
 
         # The reference is a frozen copy of the policy, refreshed every `ref_update_interval` updates
-        if self._n_train_calls % self.ref_update_interval == 0:
-            self.ref_policy.load_state_dict(self.policy.state_dict())
-        self._n_train_calls += 1
+        self._refresh_reference()
 
         batch = self.rollout_buffer.get()
         n_steps = len(batch.episode_index)
