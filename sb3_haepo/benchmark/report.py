@@ -14,7 +14,7 @@ from sb3_haepo.benchmark.runner import COMPLETE_MARKER, RUN_INFO
 
 
 class Run(NamedTuple):
-    """The logs of one complete run."""
+    """The logs of one complete run (``algo`` is the run's label: ``ppo``, ``haepo``, or a variant ``haepo-beta0``)."""
 
     algo: str
     env_id: str
@@ -41,7 +41,7 @@ def load_runs(log_dir: str | Path) -> list[Run]:
         n_evals = len(evaluations["timesteps"])
         runs.append(
             Run(
-                algo=info["algo"],
+                algo=info.get("label", info["algo"]),
                 env_id=info["env_id"],
                 seed=int(info["seed"]),
                 timesteps=evaluations["timesteps"],
@@ -181,7 +181,8 @@ def summary_table(runs: list[Run], thresholds: dict[str, float | None] | None = 
     """
     One row per (env, algo): final return (mean of the last evaluation over seeds) with its 95% bootstrap CI,
     IQM with its CI (rliable), steps and wall-clock to the threshold (median and range over the seeds that reached
-    it, and how many did), env steps per second, and from the training episodes: mean per-step regret (mean and
+    it, and how many did), the mean of all evaluations of a run (area under the learning curve) with its CI,
+    env steps per second, and from the training episodes: mean per-step regret (mean and
     std over seeds) and the success rate of the last 100 episodes when the env reports them.
     """
     thresholds = {**THRESHOLDS, **(thresholds or {})}
@@ -219,6 +220,9 @@ def summary_table(runs: list[Run], thresholds: dict[str, float | None] | None = 
                 else:
                     row["steps to threshold"] = f"never, 0/{len(group)}"
                     row["wall-clock to threshold (s)"] = "never"
+            auc = np.array([run.eval_returns.mean() for run in group])
+            auc_low, auc_high = bootstrap_ci(auc)
+            row["mean of all evaluations (AUC) [95% CI]"] = f"{_fmt(auc.mean())} [{_fmt(auc_low)}, {_fmt(auc_high)}]"
             row["env steps/s"] = f"{np.mean([run.env_steps_per_s for run in group]):.0f}"
             if all("regret" in run.monitor for run in group):
                 regrets = np.array([run.monitor["regret"].mean() for run in group])
@@ -245,6 +249,8 @@ def probability_of_improvement(runs: list[Run], algo: str = "haepo", reps: int =
     Probability that ``algo`` beats each other algo on a run's final return (rliable), averaged over the envs
     both were run on, with 95% stratified-bootstrap CIs.
 
+    :param algo: a label of the runs: an algo (``haepo``) or a variant (``haepo-beta0``); the others are the baselines
+
     :return: one row per baseline: baseline, envs, P(algo > baseline), CI low, CI high
     """
     rows = []
@@ -270,10 +276,17 @@ def probability_of_improvement(runs: list[Run], algo: str = "haepo", reps: int =
     return pd.DataFrame(rows)
 
 
-def write_report(log_dir: str | Path, out_dir: str | Path, thresholds: dict[str, float | None] | None = None) -> Path:
+def write_report(
+    log_dir: str | Path,
+    out_dir: str | Path,
+    thresholds: dict[str, float | None] | None = None,
+    reference: str = "haepo",
+) -> Path:
     """
     Regenerate the report from the logs: ``{out_dir}/{env}_curves.png`` (against env steps) and
     ``{out_dir}/{env}_curves_walltime.png`` (against training wall-clock) per env, and ``{out_dir}/report.md``.
+
+    :param reference: the label whose probability of improvement over each other label is reported
 
     :return: the path of ``report.md``
     """
@@ -286,9 +299,9 @@ def write_report(log_dir: str | Path, out_dir: str | Path, thresholds: dict[str,
     lines.append("Final return: mean evaluation return (deterministic actions) at the last evaluation.\n")
     table = summary_table(runs, thresholds)
     lines.append(to_markdown(table))
-    improvement = probability_of_improvement(runs)
+    improvement = probability_of_improvement(runs, reference)
     if len(improvement):
-        lines.append("\n## Probability of improvement of HAEPO (final return, rliable)\n")
+        lines.append(f"\n## Probability of improvement of {reference} (final return, rliable)\n")
         lines.append(to_markdown(improvement))
     lines.append("\n## Learning curves (95% bootstrap bands over seeds)\n")
     for env_id in sorted({run.env_id for run in runs}):
