@@ -278,8 +278,10 @@ def make_grid(
     for env_id in env_ids:
         budget = n_timesteps if isinstance(n_timesteps, int) else n_timesteps[env_id]
         for seed in seeds:
-            for algo, name, overrides in configurations:
-                specs.append(RunSpec(algo, env_id, seed, budget, log_dir, eval_freq, n_eval_episodes, dict(overrides), name))
+            for algo, variant, overrides in configurations:
+                specs.append(
+                    RunSpec(algo, env_id, seed, budget, log_dir, eval_freq, n_eval_episodes, dict(overrides), variant)
+                )
     return specs
 
 
