@@ -216,6 +216,11 @@ def test_variant_grid_cli_and_report(tmp_path):
     assert improvement["P(haepo > baseline)"].between(0, 1).all()
     text = write_report(log_dir, tmp_path / "report", reference="haepo-m4").read_text()
     assert "| haepo-beta0 |" in text and "P(haepo-m4 > baseline)" in text
+    assert "(mean of all evaluations, AUC, rliable)" in text and "mean of all evaluations (AUC) [95% CI]" in text
+    auc = probability_of_improvement(runs, "haepo-m4", metric="auc")
+    assert list(auc["baseline"]) == ["haepo", "haepo-beta0"] and auc["P(haepo-m4 > baseline)"].between(0, 1).all()
+    with pytest.raises(ValueError, match="metric"):
+        probability_of_improvement(runs, metric="median")
     # An unknown key fails before any run, naming the key and the constructor
     bad = subprocess.run([*command[:-4], "--variant", "x:n_episode=4"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "'n_episode' for HAEPO.__init__" in bad.stderr

@@ -255,20 +255,32 @@ def summary_table(runs: list[Run], thresholds: dict[str, float | None] | None = 
     return pd.DataFrame(rows)
 
 
-def _final_matrix(runs: list[Run], algo: str, env_ids: list[str]) -> np.ndarray:
-    """:return: final returns (n_runs, n_envs), runs in seed order, cut to the smallest number of runs over the envs"""
+def _score(run: Run, metric: str) -> float:
+    """:return: the run's final evaluation return (``"final"``) or the mean of all its evaluations (``"auc"``)"""
+    if metric == "final":
+        return float(run.eval_returns[-1])
+    if metric == "auc":
+        return float(run.eval_returns.mean())
+    raise ValueError(f"Unknown metric {metric!r}, allowed: 'final', 'auc'")
+
+
+def _final_matrix(runs: list[Run], algo: str, env_ids: list[str], metric: str = "final") -> np.ndarray:
+    """:return: scores (n_runs, n_envs), runs in seed order, cut to the smallest number of runs over the envs"""
     per_env = [
-        [run.eval_returns[-1] for run in sorted(runs, key=lambda r: r.seed) if run.algo == algo and run.env_id == env_id]
+        [_score(run, metric) for run in sorted(runs, key=lambda r: r.seed) if run.algo == algo and run.env_id == env_id]
         for env_id in env_ids
     ]
     n_runs = min(len(values) for values in per_env)
     return np.array([values[:n_runs] for values in per_env]).T
 
 
-def probability_of_improvement(runs: list[Run], algo: str = "haepo", reps: int = 2000) -> pd.DataFrame:
+def probability_of_improvement(runs: list[Run], algo: str = "haepo", reps: int = 2000, metric: str = "final") -> pd.DataFrame:
     """
-    Probability that ``algo`` beats each other algo on a run's final return (rliable), averaged over the envs
+    Probability that ``algo`` beats each other algo on a run's score (rliable), averaged over the envs
     both were run on, with 95% stratified-bootstrap CIs.
+
+    :param metric: the score of a run: ``"final"``, its last evaluation return, or ``"auc"``, the mean of all its
+        evaluations (area under the learning curve: rewards learning fast, where the final returns saturate)
 
     :param algo: a label of the runs: an algo (``haepo``) or a variant (``haepo-beta0``); the others are the baselines
 
@@ -282,7 +294,9 @@ def probability_of_improvement(runs: list[Run], algo: str = "haepo", reps: int =
         if not env_ids:
             continue
 
-        pair = {f"{algo},{baseline}": (_final_matrix(runs, algo, env_ids), _final_matrix(runs, baseline, env_ids))}
+        pair = {
+            f"{algo},{baseline}": (_final_matrix(runs, algo, env_ids, metric), _final_matrix(runs, baseline, env_ids, metric))
+        }
         point, interval = rly.get_interval_estimates(pair, metrics.probability_of_improvement, reps=reps)
         key = f"{algo},{baseline}"
         rows.append(
@@ -320,10 +334,11 @@ def write_report(
     lines.append("Final return: mean evaluation return (deterministic actions) at the last evaluation.\n")
     table = summary_table(runs, thresholds)
     lines.append(to_markdown(table))
-    improvement = probability_of_improvement(runs, reference)
-    if len(improvement):
-        lines.append(f"\n## Probability of improvement of {reference} (final return, rliable)\n")
-        lines.append(to_markdown(improvement))
+    for metric, title in (("final", "final return"), ("auc", "mean of all evaluations, AUC")):
+        improvement = probability_of_improvement(runs, reference, metric=metric)
+        if len(improvement):
+            lines.append(f"\n## Probability of improvement of {reference} ({title}, rliable)\n")
+            lines.append(to_markdown(improvement))
     lines.append("\n## Learning curves (95% bootstrap bands over seeds)\n")
     for env_id in sorted({run.env_id for run in runs}):
         for x_axis, suffix in (("timesteps", ""), ("walltime", "_walltime")):
