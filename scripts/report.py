@@ -16,9 +16,12 @@ def main() -> None:
     parser.add_argument(
         "--threshold", nargs=2, action="append", default=[], metavar=("ENV_ID", "VALUE"), help="override a threshold"
     )
+    parser.add_argument(
+        "--reference", default="haepo", help="label whose probability of improvement over every other label is reported"
+    )
     args = parser.parse_args()
     thresholds: dict[str, float | None] = {env_id: float(value) for env_id, value in args.threshold}
-    path = write_report(args.log_dir, args.out_dir or f"{args.log_dir}/report", thresholds)
+    path = write_report(args.log_dir, args.out_dir or f"{args.log_dir}/report", thresholds, args.reference)
     print(path.read_text())
 
 

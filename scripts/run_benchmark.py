@@ -2,12 +2,18 @@
 Run a benchmark grid (algos x envs x seeds), resumable, logged in the RL Zoo's layout.
 
 Example: python scripts/run_benchmark.py --algos haepo ppo --envs CartPole-v1 --seeds 0 1 2 --n-jobs 2
+
+Ablations: each --variant NAME:key=value,key=value also runs every algo of --algos with those constructor
+arguments, labelled ALGO-NAME and logged in {log-dir}/ALGO-NAME/ (values are Python literals, or bare words
+as strings), e.g.
+  python scripts/run_benchmark.py --algos haepo --envs CartPole-v1 --seeds 0 1 2 \\
+    --variant beta0:weight_ent_coef=0 --variant m32:n_episodes=32 --variant sum:trajectory_score=sum
 """
 
 import argparse
 
 from sb3_haepo.benchmark.configs import ALGOS, DEFAULT_N_TIMESTEPS, N_TIMESTEPS
-from sb3_haepo.benchmark.runner import make_grid, run_grid
+from sb3_haepo.benchmark.runner import make_grid, parse_hyperparams, parse_variant, run_grid
 
 
 def main() -> None:
@@ -20,10 +26,45 @@ def main() -> None:
     parser.add_argument("--n-eval-episodes", type=int, default=10)
     parser.add_argument("--log-dir", default="logs/benchmark")
     parser.add_argument("--n-jobs", type=int, default=1, help="parallel processes")
+    parser.add_argument(
+        "--hyperparams",
+        default="",
+        metavar="KEY=VALUE,...",
+        help="overrides of the defaults for every algo of --algos and their variants, e.g. n_epochs=10",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="run every algo of --algos also with these overrides, labelled ALGO-NAME (repeatable)",
+    )
+    parser.add_argument("--no-defaults", action="store_true", help="run only the variants, not the algos' defaults")
     args = parser.parse_args()
+    try:
+        overrides = parse_hyperparams(args.hyperparams)
+        variants = dict(parse_variant(text) for text in args.variant)
+        if len(variants) != len(args.variant):
+            raise ValueError(f"Two variants have the same name: {args.variant}")
+    except ValueError as error:
+        parser.error(str(error))
 
     n_timesteps = args.n_timesteps or {env_id: N_TIMESTEPS.get(env_id, DEFAULT_N_TIMESTEPS) for env_id in args.envs}
-    specs = make_grid(args.algos, args.envs, args.seeds, n_timesteps, args.log_dir, args.eval_freq, args.n_eval_episodes)
+    try:
+        specs = make_grid(
+            args.algos,
+            args.envs,
+            args.seeds,
+            n_timesteps,
+            args.log_dir,
+            args.eval_freq,
+            args.n_eval_episodes,
+            hyperparams={algo: overrides for algo in args.algos},
+            variants=variants,
+            include_defaults=not args.no_defaults,
+        )
+    except ValueError as error:
+        parser.error(str(error))
     results = run_grid(specs, n_jobs=args.n_jobs)
     n_done = sum(result["status"] == "done" for result in results)
     print(f"{n_done} runs done, {len(results) - n_done} already complete, logs in {args.log_dir}")

@@ -11,13 +11,21 @@ import pytest
 from sb3_haepo.benchmark.configs import get_hyperparams
 from sb3_haepo.benchmark.report import (
     binned_training_metric,
+    probability_of_improvement,
     bootstrap_ci,
     first_crossing,
     load_runs,
     summary_table,
     write_report,
 )
-from sb3_haepo.benchmark.runner import make_grid, run_grid
+from sb3_haepo.benchmark.runner import (
+    check_hyperparams,
+    make_grid,
+    parse_hyperparams,
+    parse_value,
+    parse_variant,
+    run_grid,
+)
 
 ENV_ID = "sb3_haepo/Bandit10-v0"
 
@@ -124,3 +132,95 @@ def test_helpers():
         get_hyperparams("sac", ENV_ID)
     with pytest.raises(ValueError, match="sac"):
         make_grid(["sac"], [ENV_ID], [0], 10, "logs")
+
+
+def test_parse_value():
+    assert parse_value("0.01") == 0.01 and parse_value(" 16 ") == 16 and parse_value("0") == 0
+    assert parse_value("None") is None and parse_value("True") is True
+    assert parse_value("'sum'") == "sum" and parse_value("sum") == "sum" and parse_value("zscore") == "zscore"
+    assert parse_value("[64, 64]") == [64, 64] and parse_value("{'net_arch': [32]}") == {"net_arch": [32]}
+    assert parse_value("1e-3") == 1e-3 and parse_value("-0.5") == -0.5
+    # Nothing is evaluated: calls and unbalanced brackets are refused
+    for text in ("__import__('os').getcwd()", "dict(a=1)", "[1, 2", "1 +", "a b"):
+        with pytest.raises(ValueError, match="Cannot parse"):
+            parse_value(text)
+
+
+def test_parse_hyperparams_and_variant():
+    assert parse_hyperparams("") == {}
+    assert parse_hyperparams("weight_ent_coef=0,ref_kl_coef=0.001") == {"weight_ent_coef": 0, "ref_kl_coef": 0.001}
+    # Commas inside a value do not split it
+    assert parse_hyperparams("policy_kwargs={'net_arch': [64,64]}, n_episodes=4, trajectory_score=sum") == {
+        "policy_kwargs": {"net_arch": [64, 64]},
+        "n_episodes": 4,
+        "trajectory_score": "sum",
+    }
+    with pytest.raises(ValueError, match="key=value"):
+        parse_hyperparams("weight_ent_coef")
+    with pytest.raises(ValueError, match="given twice"):
+        parse_hyperparams("n_episodes=4,n_episodes=8")
+    with pytest.raises(ValueError, match="'n_episodes'"):
+        parse_hyperparams("n_episodes=[4")
+    assert parse_variant("beta0:weight_ent_coef=0") == ("beta0", {"weight_ent_coef": 0})
+    assert parse_variant("beta0.001:weight_ent_coef=1e-3") == ("beta0.001", {"weight_ent_coef": 1e-3})
+    assert parse_variant("defaults:") == ("defaults", {})
+    with pytest.raises(ValueError, match="NAME:key=value"):
+        parse_variant("weight_ent_coef=0")
+    with pytest.raises(ValueError, match="Invalid variant name"):
+        parse_variant("../x:n_episodes=4")
+
+
+def test_variant_grid_and_unknown_keys():
+    specs = make_grid(
+        ["haepo"],
+        [ENV_ID],
+        [0, 1],
+        100,
+        "logs",
+        hyperparams={"haepo": {"n_epochs": 2}},
+        variants={"beta0": {"weight_ent_coef": 0.0}, "m4": {"n_episodes": 4, "n_epochs": 3}},
+    )
+    assert [spec.label for spec in specs] == ["haepo", "haepo-beta0", "haepo-m4"] * 2
+    assert str(specs[1].run_dir) == os.path.join("logs", "haepo-beta0", "sb3_haepo-Bandit10-v0_0")
+    assert specs[1].hyperparams == {"n_epochs": 2, "weight_ent_coef": 0.0}
+    assert specs[2].hyperparams == {"n_epochs": 3, "n_episodes": 4}  # the variant wins over the common overrides
+    only_variants = make_grid(["haepo"], [ENV_ID], [0], 100, "logs", variants={"m4": {}}, include_defaults=False)
+    assert [spec.label for spec in only_variants] == ["haepo-m4"]
+    # Unknown keys name the key and the constructor, before anything runs
+    with pytest.raises(ValueError, match=r"'weight_ent_coef' for PPO.__init__.*variant 'beta0'"):
+        make_grid(["haepo", "ppo"], [ENV_ID], [0], 100, "logs", variants={"beta0": {"weight_ent_coef": 0.0}})
+    with pytest.raises(ValueError, match=r"'n_episode' for HAEPO.__init__"):
+        make_grid(["haepo"], [ENV_ID], [0], 100, "logs", hyperparams={"haepo": {"n_episode": 4}})
+    with pytest.raises(ValueError, match="Invalid variant name"):
+        make_grid(["haepo"], [ENV_ID], [0], 100, "logs", variants={"a/b": {}})
+    check_hyperparams("ppo", {"n_envs": 8, "n_steps": 32})
+
+
+def test_variant_grid_cli_and_report(tmp_path):
+    # A tiny grid from the command line: HAEPO's defaults and 2 variants, 2 seeds, 256 pulls
+    log_dir = tmp_path / "logs"
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "run_benchmark.py")
+    command = [sys.executable, script, "--algos", "haepo", "--envs", ENV_ID, "--seeds", "0", "1", "--n-timesteps", "256"]
+    command += ["--eval-freq", "128", "--n-eval-episodes", "5", "--log-dir", str(log_dir), "--hyperparams", "n_epochs=2"]
+    command += ["--variant", "beta0:weight_ent_coef=0,ref_kl_coef=0.0", "--variant", "m4:n_episodes=4"]
+    subprocess.run(command, check=True, env=env, capture_output=True, timeout=300)
+    assert sorted(path.name for path in log_dir.iterdir()) == ["haepo", "haepo-beta0", "haepo-m4"]
+    info = json.load(open(log_dir / "haepo-m4" / "sb3_haepo-Bandit10-v0_1" / "run.json"))
+    assert info["algo"] == "haepo" and info["label"] == "haepo-m4" and info["variant"] == "m4"
+    assert info["hyperparams"]["n_episodes"] == "4" and info["hyperparams"]["n_epochs"] == "2"
+    runs = load_runs(log_dir)
+    assert sorted({run.algo for run in runs}) == ["haepo", "haepo-beta0", "haepo-m4"] and len(runs) == 6
+    improvement = probability_of_improvement(runs)
+    assert list(improvement["baseline"]) == ["haepo-beta0", "haepo-m4"]
+    assert improvement["P(haepo > baseline)"].between(0, 1).all()
+    text = write_report(log_dir, tmp_path / "report", reference="haepo-m4").read_text()
+    assert "| haepo-beta0 |" in text and "P(haepo-m4 > baseline)" in text
+    assert "(mean of all evaluations, AUC, rliable)" in text and "mean of all evaluations (AUC) [95% CI]" in text
+    auc = probability_of_improvement(runs, "haepo-m4", metric="auc")
+    assert list(auc["baseline"]) == ["haepo", "haepo-beta0"] and auc["P(haepo-m4 > baseline)"].between(0, 1).all()
+    with pytest.raises(ValueError, match="metric"):
+        probability_of_improvement(runs, metric="median")
+    # An unknown key fails before any run, naming the key and the constructor
+    bad = subprocess.run([*command[:-4], "--variant", "x:n_episode=4"], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "'n_episode' for HAEPO.__init__" in bad.stderr

@@ -14,7 +14,7 @@ from sb3_haepo.benchmark.runner import COMPLETE_MARKER, RUN_INFO
 
 
 class Run(NamedTuple):
-    """The logs of one complete run."""
+    """The logs of one complete run (``algo`` is the run's label: ``ppo``, ``haepo``, or a variant ``haepo-beta0``)."""
 
     algo: str
     env_id: str
@@ -41,7 +41,7 @@ def load_runs(log_dir: str | Path) -> list[Run]:
         n_evals = len(evaluations["timesteps"])
         runs.append(
             Run(
-                algo=info["algo"],
+                algo=info.get("label", info["algo"]),
                 env_id=info["env_id"],
                 seed=int(info["seed"]),
                 timesteps=evaluations["timesteps"],
@@ -81,6 +81,22 @@ def _curves(runs: list[Run]) -> tuple[np.ndarray, np.ndarray]:
     return runs[0].timesteps[:n_evals], np.stack([run.eval_returns[:n_evals] for run in runs])
 
 
+def save_png(fig: Any, path: Path, colors: int = 128) -> None:
+    """
+    Save a matplotlib figure as a small PNG: 100 dpi, colours reduced to an adaptive palette (about 3x smaller,
+    so that published reports stay light).
+
+    :param fig: a matplotlib figure
+    :param colors: size of the palette
+    """
+    from PIL import Image
+
+    fig.savefig(path, dpi=100)
+    with Image.open(path) as image:
+        palette = image.convert("RGB").quantize(colors=colors)
+    palette.save(path, optimize=True)
+
+
 def plot_learning_curves(runs: list[Run], env_id: str, path: Path, x_axis: str = "timesteps") -> None:
     """
     Mean evaluation return of each algo, with 95% bootstrap bands over seeds (PNG).
@@ -111,7 +127,7 @@ def plot_learning_curves(runs: list[Run], env_id: str, path: Path, x_axis: str =
     ax.set_title(env_id)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -158,7 +174,7 @@ def plot_training_metric(runs: list[Run], env_id: str, column: str, path: Path, 
     ax.set_title(env_id)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -181,8 +197,10 @@ def summary_table(runs: list[Run], thresholds: dict[str, float | None] | None = 
     """
     One row per (env, algo): final return (mean of the last evaluation over seeds) with its 95% bootstrap CI,
     IQM with its CI (rliable), steps and wall-clock to the threshold (median and range over the seeds that reached
-    it, and how many did), env steps per second, and from the training episodes: mean per-step regret (mean and
-    std over seeds) and the success rate of the last 100 episodes when the env reports them.
+    it, and how many did), the mean of all evaluations of a run (area under the learning curve) with its CI,
+    env steps per second, and from the training episodes: mean per-step regret (mean and
+    std over seeds, and the same over the last 20% of the episodes) and the success rate of the last 100
+    episodes when the env reports them.
     """
     thresholds = {**THRESHOLDS, **(thresholds or {})}
     rows = []
@@ -219,10 +237,17 @@ def summary_table(runs: list[Run], thresholds: dict[str, float | None] | None = 
                 else:
                     row["steps to threshold"] = f"never, 0/{len(group)}"
                     row["wall-clock to threshold (s)"] = "never"
+            auc = np.array([run.eval_returns.mean() for run in group])
+            auc_low, auc_high = bootstrap_ci(auc)
+            row["mean of all evaluations (AUC) [95% CI]"] = f"{_fmt(auc.mean())} [{_fmt(auc_low)}, {_fmt(auc_high)}]"
             row["env steps/s"] = f"{np.mean([run.env_steps_per_s for run in group]):.0f}"
             if all("regret" in run.monitor for run in group):
                 regrets = np.array([run.monitor["regret"].mean() for run in group])
-                row["mean regret per step (std over seeds)"] = f"{regrets.mean():.4f} ({regrets.std(ddof=1):.4f})"
+                ddof = min(1, len(regrets) - 1)
+                row["mean regret per step (std over seeds)"] = f"{regrets.mean():.4f} ({regrets.std(ddof=ddof):.4f})"
+                # The last fifth of the training episodes: where the policy ended up
+                late = np.array([run.monitor["regret"].iloc[-max(len(run.monitor) // 5, 1) :].mean() for run in group])
+                row["regret, last 20% of episodes (std)"] = f"{late.mean():.4f} ({late.std(ddof=ddof):.4f})"
             if all("is_success" in run.monitor for run in group):
                 success = np.array([run.monitor["is_success"].astype(float).iloc[-100:].mean() for run in group])
                 row["train success (last 100 ep.)"] = f"{success.mean():.2f}"
@@ -230,20 +255,34 @@ def summary_table(runs: list[Run], thresholds: dict[str, float | None] | None = 
     return pd.DataFrame(rows)
 
 
-def _final_matrix(runs: list[Run], algo: str, env_ids: list[str]) -> np.ndarray:
-    """:return: final returns (n_runs, n_envs), runs in seed order, cut to the smallest number of runs over the envs"""
+def _score(run: Run, metric: str) -> float:
+    """:return: the run's final evaluation return (``"final"``) or the mean of all its evaluations (``"auc"``)"""
+    if metric == "final":
+        return float(run.eval_returns[-1])
+    if metric == "auc":
+        return float(run.eval_returns.mean())
+    raise ValueError(f"Unknown metric {metric!r}, allowed: 'final', 'auc'")
+
+
+def _final_matrix(runs: list[Run], algo: str, env_ids: list[str], metric: str = "final") -> np.ndarray:
+    """:return: scores (n_runs, n_envs), runs in seed order, cut to the smallest number of runs over the envs"""
     per_env = [
-        [run.eval_returns[-1] for run in sorted(runs, key=lambda r: r.seed) if run.algo == algo and run.env_id == env_id]
+        [_score(run, metric) for run in sorted(runs, key=lambda r: r.seed) if run.algo == algo and run.env_id == env_id]
         for env_id in env_ids
     ]
     n_runs = min(len(values) for values in per_env)
     return np.array([values[:n_runs] for values in per_env]).T
 
 
-def probability_of_improvement(runs: list[Run], algo: str = "haepo", reps: int = 2000) -> pd.DataFrame:
+def probability_of_improvement(runs: list[Run], algo: str = "haepo", reps: int = 2000, metric: str = "final") -> pd.DataFrame:
     """
-    Probability that ``algo`` beats each other algo on a run's final return (rliable), averaged over the envs
+    Probability that ``algo`` beats each other algo on a run's score (rliable), averaged over the envs
     both were run on, with 95% stratified-bootstrap CIs.
+
+    :param metric: the score of a run: ``"final"``, its last evaluation return, or ``"auc"``, the mean of all its
+        evaluations (area under the learning curve: rewards learning fast, where the final returns saturate)
+
+    :param algo: a label of the runs: an algo (``haepo``) or a variant (``haepo-beta0``); the others are the baselines
 
     :return: one row per baseline: baseline, envs, P(algo > baseline), CI low, CI high
     """
@@ -255,7 +294,9 @@ def probability_of_improvement(runs: list[Run], algo: str = "haepo", reps: int =
         if not env_ids:
             continue
 
-        pair = {f"{algo},{baseline}": (_final_matrix(runs, algo, env_ids), _final_matrix(runs, baseline, env_ids))}
+        pair = {
+            f"{algo},{baseline}": (_final_matrix(runs, algo, env_ids, metric), _final_matrix(runs, baseline, env_ids, metric))
+        }
         point, interval = rly.get_interval_estimates(pair, metrics.probability_of_improvement, reps=reps)
         key = f"{algo},{baseline}"
         rows.append(
@@ -270,10 +311,17 @@ def probability_of_improvement(runs: list[Run], algo: str = "haepo", reps: int =
     return pd.DataFrame(rows)
 
 
-def write_report(log_dir: str | Path, out_dir: str | Path, thresholds: dict[str, float | None] | None = None) -> Path:
+def write_report(
+    log_dir: str | Path,
+    out_dir: str | Path,
+    thresholds: dict[str, float | None] | None = None,
+    reference: str = "haepo",
+) -> Path:
     """
     Regenerate the report from the logs: ``{out_dir}/{env}_curves.png`` (against env steps) and
     ``{out_dir}/{env}_curves_walltime.png`` (against training wall-clock) per env, and ``{out_dir}/report.md``.
+
+    :param reference: the label whose probability of improvement over each other label is reported
 
     :return: the path of ``report.md``
     """
@@ -286,10 +334,11 @@ def write_report(log_dir: str | Path, out_dir: str | Path, thresholds: dict[str,
     lines.append("Final return: mean evaluation return (deterministic actions) at the last evaluation.\n")
     table = summary_table(runs, thresholds)
     lines.append(to_markdown(table))
-    improvement = probability_of_improvement(runs)
-    if len(improvement):
-        lines.append("\n## Probability of improvement of HAEPO (final return, rliable)\n")
-        lines.append(to_markdown(improvement))
+    for metric, title in (("final", "final return"), ("auc", "mean of all evaluations, AUC")):
+        improvement = probability_of_improvement(runs, reference, metric=metric)
+        if len(improvement):
+            lines.append(f"\n## Probability of improvement of {reference} ({title}, rliable)\n")
+            lines.append(to_markdown(improvement))
     lines.append("\n## Learning curves (95% bootstrap bands over seeds)\n")
     for env_id in sorted({run.env_id for run in runs}):
         for x_axis, suffix in (("timesteps", ""), ("walltime", "_walltime")):

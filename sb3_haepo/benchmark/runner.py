@@ -1,6 +1,9 @@
 """Run a grid of algorithms x envs x seeds, each run logged in the RL Zoo's layout, in parallel and resumable."""
 
+import ast
+import inspect
 import json
+import re
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -33,6 +36,8 @@ class RunSpec:
     :param eval_freq: evaluate every ``eval_freq`` env steps
     :param n_eval_episodes: episodes per evaluation (deterministic actions)
     :param hyperparams: overrides of :func:`~sb3_haepo.benchmark.configs.get_hyperparams`
+    :param variant: name of the hyperparameter variant (``None``: the defaults); the run is then labelled
+        ``{algo}-{variant}`` and logged under that label instead of ``algo``
     """
 
     algo: str
@@ -43,10 +48,16 @@ class RunSpec:
     eval_freq: int = 5_000
     n_eval_episodes: int = 10
     hyperparams: dict[str, Any] = field(default_factory=dict, hash=False)
+    variant: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The name of the run's algorithm in the logs and the report: ``algo`` or ``{algo}-{variant}``."""
+        return self.algo if self.variant is None else f"{self.algo}-{self.variant}"
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.log_dir) / self.algo / f"{env_folder_name(self.env_id)}_{self.seed}"
+        return Path(self.log_dir) / self.label / f"{env_folder_name(self.env_id)}_{self.seed}"
 
 
 class TimedEvalCallback(EvalCallback):
@@ -125,6 +136,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
 
     info = {
         "algo": spec.algo,
+        "label": spec.label,
+        "variant": spec.variant,
         "env_id": spec.env_id,
         "seed": spec.seed,
         "n_timesteps": spec.n_timesteps,
@@ -142,6 +155,86 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     return {**info, "status": "done"}
 
 
+VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.+]+$")
+# A comma followed by ``key=`` separates two assignments; commas inside values (``net_arch=[64,64]``) do not
+_ASSIGNMENT_SEPARATOR = re.compile(r",(?=\s*[A-Za-z_]\w*\s*=)")
+_BARE_WORD = re.compile(r"^[A-Za-z_][\w.\-]*$")
+
+
+def parse_value(text: str) -> Any:
+    """
+    Parse one hyperparameter value safely: a Python literal (:func:`ast.literal_eval`: numbers, strings, booleans,
+    ``None``, lists, tuples, dicts), else a bare word (``sum``, ``zscore``) as a string. Nothing is executed.
+
+    :param text: e.g. ``0.01``, ``16``, ``'sum'``, ``sum``, ``[64, 64]``, ``{'net_arch': [32]}``
+    :return: the value
+    """
+    text = text.strip()
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if _BARE_WORD.match(text):
+            return text
+        raise ValueError(f"Cannot parse the value {text!r}: not a Python literal nor a bare word") from None
+
+
+def parse_hyperparams(text: str) -> dict[str, Any]:
+    """
+    :param text: ``key=value,key=value`` (values as in :func:`parse_value`), may be empty
+    :return: the hyperparameters, in order
+    """
+    hyperparams: dict[str, Any] = {}
+    if not text.strip():
+        return hyperparams
+    for assignment in _ASSIGNMENT_SEPARATOR.split(text):
+        key, sep, value = assignment.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"Expected key=value, got {assignment!r} in {text!r}")
+        if key in hyperparams:
+            raise ValueError(f"Hyperparameter {key!r} given twice in {text!r}")
+        try:
+            hyperparams[key] = parse_value(value)
+        except ValueError as error:
+            raise ValueError(f"Hyperparameter {key!r}: {error}") from None
+    return hyperparams
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """
+    Parse a command-line variant ``NAME:key=value,key=value``.
+
+    :param text: e.g. ``beta0:weight_ent_coef=0`` or ``m32:n_episodes=32``
+    :return: the name and the hyperparameters
+    """
+    name, sep, assignments = text.partition(":")
+    name = name.strip()
+    if not sep:
+        raise ValueError(f"Expected NAME:key=value,..., got {text!r}")
+    if not VARIANT_NAME.match(name):
+        raise ValueError(f"Invalid variant name {name!r}: use letters, digits and _ . + only")
+    return name, parse_hyperparams(assignments)
+
+
+def check_hyperparams(algo: str, hyperparams: dict[str, Any], context: str = "") -> None:
+    """
+    Raise a :class:`ValueError` naming the key and the constructor if a hyperparameter is not an argument of the
+    algorithm's constructor (``n_envs``, the number of training envs, is also allowed).
+
+    :param algo: a key of :data:`~sb3_haepo.benchmark.configs.ALGOS`
+    :param context: appended to the error message (e.g. the variant's name)
+    """
+    algo_class = ALGOS[algo]
+    allowed = set(inspect.signature(algo_class.__init__).parameters) - {"self", "policy", "env", "_init_setup_model"}
+    allowed.add("n_envs")
+    for key in hyperparams:
+        if key not in allowed:
+            raise ValueError(
+                f"Unknown hyperparameter {key!r} for {algo_class.__name__}.__init__ "
+                f"({algo_class.__module__}){context}; allowed: {sorted(allowed)}"
+            )
+
+
 def make_grid(
     algos: list[str],
     env_ids: list[str],
@@ -151,23 +244,43 @@ def make_grid(
     eval_freq: int = 5_000,
     n_eval_episodes: int = 10,
     hyperparams: dict[str, dict[str, Any]] | None = None,
+    variants: dict[str, dict[str, Any]] | None = None,
+    include_defaults: bool = True,
 ) -> list[RunSpec]:
     """
     :param n_timesteps: one budget for every env, or one per env id
     :param hyperparams: per-algo overrides of the default hyperparameters
-    :return: the runs of the grid, env by env, seed by seed, algo by algo
+    :param variants: named hyperparameter variants, applied to every algo on top of ``hyperparams``: variant
+        ``NAME`` of algo ``ALGO`` is labelled ``ALGO-NAME`` and logged in ``{log_dir}/ALGO-NAME/``
+    :param include_defaults: also run each algo without variant (label ``ALGO``)
+    :return: the runs of the grid, env by env, seed by seed, algo by algo, variant by variant
     """
     unknown = [algo for algo in algos if algo not in ALGOS]
     if unknown:
         raise ValueError(f"Unknown algos {unknown}, allowed: {sorted(ALGOS)}")
     hyperparams = hyperparams or {}
+    variants = variants or {}
+    for name in variants:
+        if not VARIANT_NAME.match(name):
+            raise ValueError(f"Invalid variant name {name!r}: use letters, digits and _ . + only")
+    if not include_defaults and not variants:
+        raise ValueError("Nothing to run: include_defaults=False and no variant")
+    configurations: list[tuple[str, str | None, dict[str, Any]]] = []
+    for algo in algos:
+        base = dict(hyperparams.get(algo, {}))
+        check_hyperparams(algo, base)
+        if include_defaults:
+            configurations.append((algo, None, base))
+        for name, overrides in variants.items():
+            check_hyperparams(algo, overrides, f" (variant {name!r})")
+            configurations.append((algo, name, {**base, **overrides}))
     specs = []
     for env_id in env_ids:
         budget = n_timesteps if isinstance(n_timesteps, int) else n_timesteps[env_id]
         for seed in seeds:
-            for algo in algos:
+            for algo, variant, overrides in configurations:
                 specs.append(
-                    RunSpec(algo, env_id, seed, budget, log_dir, eval_freq, n_eval_episodes, dict(hyperparams.get(algo, {})))
+                    RunSpec(algo, env_id, seed, budget, log_dir, eval_freq, n_eval_episodes, dict(overrides), variant)
                 )
     return specs
 
@@ -192,7 +305,7 @@ def run_grid(specs: list[RunSpec], n_jobs: int = 1, progress_bar: bool = True) -
                 futures = {executor.submit(run_one, spec): spec for spec in todo}
                 for future in as_completed(futures):
                     results.append(future.result())
-                    pbar.set_postfix_str(f"{futures[future].algo} {futures[future].env_id} {futures[future].seed}")
+                    pbar.set_postfix_str(f"{futures[future].label} {futures[future].env_id} {futures[future].seed}")
                     pbar.update()
     return results
 
