@@ -199,8 +199,11 @@ def test_variant_grid_and_unknown_keys():
 def test_variant_grid_cli_and_report(tmp_path):
     # A tiny grid from the command line: HAEPO's defaults and 2 variants, 2 seeds, 256 pulls
     log_dir = tmp_path / "logs"
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "run_benchmark.py")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # The repository root on the path, for a checkout where the package is not installed
+    python_path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": python_path}
+    script = os.path.join(root, "scripts", "run_benchmark.py")
     command = [sys.executable, script, "--algos", "haepo", "--envs", ENV_ID, "--seeds", "0", "1", "--n-timesteps", "256"]
     command += ["--eval-freq", "128", "--n-eval-episodes", "5", "--log-dir", str(log_dir), "--hyperparams", "n_epochs=2"]
     command += ["--variant", "beta0:weight_ent_coef=0,ref_kl_coef=0.0", "--variant", "m4:n_episodes=4"]

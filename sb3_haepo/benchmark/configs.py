@@ -1,10 +1,10 @@
 """Algorithms, default hyperparameters, thresholds and logged info keys of the benchmark."""
 
-from collections.abc import Callable
 from typing import Any
 
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_haepo.dpo import DPO
 from sb3_haepo.grpo import GRPO
@@ -14,6 +14,19 @@ ALGOS: dict[str, type[BaseAlgorithm]] = {"haepo": HAEPO, "ppo": PPO, "grpo": GRP
 
 BANDITS = ("sb3_haepo/Bandit10-v0", "sb3_haepo/Bandit20-v0", "sb3_haepo/Bandit30-v0")
 RANDOM_WALK = "sb3_haepo/RandomWalk-v0"
+
+# rl-zoo3's tuned PPO settings for CartPole-v1 (its hyperparams/ppo.yml, with n_envs: 8):
+# lin_0.001 and lin_0.2 are linear decays to 0 over the training budget
+PPO_ZOO_CARTPOLE: dict[str, Any] = dict(
+    n_steps=32,
+    batch_size=256,
+    gae_lambda=0.8,
+    gamma=0.98,
+    n_epochs=20,
+    ent_coef=0.0,
+    learning_rate=LinearSchedule(0.001, 0.0, 1.0),
+    clip_range=LinearSchedule(0.2, 0.0, 1.0),
+)
 
 # Default training budget per env, in env steps
 N_TIMESTEPS: dict[str, int] = {
@@ -41,21 +54,6 @@ INFO_KEYWORDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def linear_schedule(initial_value: float) -> Callable[[float], float]:
-    """
-    :return: ``progress_remaining * initial_value`` (the RL Zoo's ``lin_`` schedules), picklable
-    """
-    return _LinearSchedule(initial_value)
-
-
-class _LinearSchedule:
-    def __init__(self, initial_value: float):
-        self.initial_value = initial_value
-
-    def __call__(self, progress_remaining: float) -> float:
-        return progress_remaining * self.initial_value
-
-
 def get_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
     """
     Hyperparameters of one algorithm on one env: ``n_envs`` plus the algorithm's constructor kwargs.
@@ -72,17 +70,7 @@ def get_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
         raise ValueError(f"Unknown algo {algo!r}, allowed: {sorted(ALGOS)}")
     hyperparams: dict[str, Any] = {"n_envs": 1}
     if algo == "ppo" and env_id == "CartPole-v1":
-        hyperparams.update(
-            n_envs=8,
-            n_steps=32,
-            batch_size=256,
-            gae_lambda=0.8,
-            gamma=0.98,
-            n_epochs=20,
-            ent_coef=0.0,
-            learning_rate=linear_schedule(0.001),
-            clip_range=linear_schedule(0.2),
-        )
+        hyperparams.update(n_envs=8, **PPO_ZOO_CARTPOLE)
     elif algo == "ppo" and env_id in BANDITS:
         # One-step episodes: smaller rollouts so that PPO updates as often as the group methods
         hyperparams.update(n_steps=64, batch_size=64)

@@ -10,7 +10,6 @@ import argparse
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch as th
@@ -18,10 +17,9 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_haepo import HAEPO
-from sb3_haepo.experiments.throughput import PPO_ZOO_CARTPOLE
+from sb3_haepo.benchmark.configs import PPO_ZOO_CARTPOLE
 
 ENV_ID = "CartPole-v1"
 THRESHOLD = 475.0
@@ -44,12 +42,7 @@ def make_model(algo: str, seed: int) -> BaseAlgorithm:
     env = make_vec_env(ENV_ID, n_envs=N_ENVS, seed=seed)
     if algo == "HAEPO":
         return HAEPO("MlpPolicy", env, seed=seed, device="cpu")
-    kwargs: dict[str, Any] = {
-        **PPO_ZOO_CARTPOLE,
-        "learning_rate": LinearSchedule(0.001, 0.0, 1.0),
-        "clip_range": LinearSchedule(0.2, 0.0, 1.0),
-    }
-    return PPO("MlpPolicy", env, seed=seed, device="cpu", **kwargs)
+    return PPO("MlpPolicy", env, seed=seed, device="cpu", **PPO_ZOO_CARTPOLE)
 
 
 class RecordEvaluations(BaseCallback):

@@ -17,18 +17,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_haepo import HAEPO
-
-# rl-zoo3's tuned PPO settings for CartPole-v1 (hyperparams/ppo.yml), n_envs: 8
-PPO_ZOO_CARTPOLE: dict[str, Any] = dict(
-    n_steps=32,
-    batch_size=256,
-    gae_lambda=0.8,
-    gamma=0.98,
-    n_epochs=20,
-    ent_coef=0.0,
-    learning_rate=0.001,  # lin_0.001 in the zoo: the schedule does not change the cost
-    clip_range=0.2,
-)
+from sb3_haepo.benchmark.configs import PPO_ZOO_CARTPOLE
 
 
 @dataclass
