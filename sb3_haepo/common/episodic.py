@@ -16,6 +16,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_haepo.common.buffers import EpisodeBuffer
 from sb3_haepo.common.type_aliases import EpisodeBatch
+from sb3_haepo.common.utils import TrajectoryScore, trajectory_scores
 
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 SUPPORTED_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
@@ -318,6 +319,59 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             log_probs.append(chunk_log_probs)
             entropies.append(chunk_entropy)
         return th.cat(log_probs), th.cat(entropies)
+
+    def _episode_scores(self, policy: ActorCriticPolicy, batch: EpisodeBatch, score: TrajectoryScore) -> th.Tensor:
+        """
+        :return: the trajectory scores ``L_k`` of the episodes of ``batch`` under ``policy``, shape (M,), without a graph
+        """
+        with th.no_grad():
+            log_probs, _ = self._step_log_probs(policy, batch, self.batch_size)
+            return trajectory_scores(log_probs, batch.episode_index, batch.lengths, score)
+
+    @staticmethod
+    def _score_step_scale(batch: EpisodeBatch, score: TrajectoryScore) -> th.Tensor:
+        """
+        :return: ``dL_k / dlog pi(a_t|s_t)`` of every step, shape (N,): 1 for the sum score, ``1 / T_k`` for the mean
+        """
+        if score == "mean":
+            return 1.0 / batch.lengths.to(th.float32)[batch.episode_index]
+        return th.ones(len(batch.episode_index), device=batch.episode_index.device)
+
+    def _score_gradient_step(self, batch: EpisodeBatch, step_coef: th.Tensor, log_probs: th.Tensor | None = None) -> float:
+        """
+        Pass 2 of the exact two-pass gradient (METHOD.md section 2), then one optimizer step.
+
+        The gradient of the surrogate ``sum_t step_coef_t * log pi(a_t|s_t)`` equals that of any loss ``J(L)`` when
+        ``step_coef_t = dJ/dL_k(t) * dL_k/dlog pi_t``. It is accumulated over chunks of ``batch_size`` steps, so memory
+        does not grow with episode length.
+
+        :param batch: the group
+        :param step_coef: the per-step coefficients, shape (N,), without a graph
+        :param log_probs: ``log pi(a_t|s_t)`` of all the steps *with* their graph, when pass 1 already computed them
+            in one chunk (then no second forward pass is made)
+        :return: the gradient norm before clipping
+        """
+        self.policy.optimizer.zero_grad()
+        if log_probs is not None:
+            (step_coef * log_probs).sum().backward()
+        else:
+            for chunk, chunk_log_probs, _ in self._iter_step_log_probs(self.policy, batch, self.batch_size):
+                (step_coef[chunk] * chunk_log_probs).sum().backward()
+        # Clip grad norm
+        grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        self.policy.optimizer.step()
+        return float(grad_norm)
+
+    def _record_train_logs(self, logs: dict[str, list[float]], batch: EpisodeBatch) -> None:
+        """Log the mean of each per-epoch (or per-minibatch) diagnostic under ``train/``, and the group's statistics."""
+        for key, values in logs.items():
+            self.logger.record(f"train/{key}", np.mean(values))
+        self.logger.record("train/n_episodes", len(batch.returns))
+        self.logger.record("train/mean_episode_length", float(batch.lengths.float().mean()))
+        self.logger.record("train/mean_return", float(batch.returns.mean()))
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "ref_policy"]

@@ -146,14 +146,9 @@ class DPO(EpisodicOnPolicyAlgorithm):
             return
 
         # Episode log-likelihoods under the reference policy (M,): no gradient
-        with th.no_grad():
-            ref_log_probs, _ = self._step_log_probs(self.ref_policy, batch, self.batch_size)
-            ref_scores = trajectory_scores(ref_log_probs, batch.episode_index, batch.lengths, self.trajectory_score)
-        # dL_k / dlog pi(a_t|s_t): 1 for the sum score, 1 / T_k for the mean score, (N,)
-        if self.trajectory_score == "mean":
-            step_scale = 1.0 / batch.lengths.to(th.float32)[batch.episode_index]
-        else:
-            step_scale = th.ones(len(batch.episode_index), device=self.device)
+        ref_scores = self._episode_scores(self.ref_policy, batch, self.trajectory_score)
+        # dL_k / dlog pi(a_t|s_t), (N,)
+        step_scale = self._score_step_scale(batch, self.trajectory_score)
 
         logs: dict[str, list[float]] = {}
         for _ in range(self.n_epochs):
@@ -167,31 +162,21 @@ class DPO(EpisodicOnPolicyAlgorithm):
             (score_grad,) = th.autograd.grad(terms.loss, scores)
             step_coef = score_grad[batch.episode_index] * step_scale
 
-            # Pass 2: gradient of the surrogate sum_t step_coef_t * log pi(a_t|s_t) == grad J
-            self.policy.optimizer.zero_grad()
-            for chunk, chunk_log_probs, _ in self._iter_step_log_probs(self.policy, batch, self.batch_size):
-                (step_coef[chunk] * chunk_log_probs).sum().backward()
-            # Clip grad norm
-            grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
+            # Pass 2: gradient of the surrogate sum_t step_coef_t * log pi(a_t|s_t) == grad J, and the step
+            grad_norm = self._score_gradient_step(batch, step_coef)
 
             epoch_logs = {
                 "loss": float(terms.loss.detach()),
                 "preference_accuracy": float(terms.accuracy),
                 "reward_margin": float(terms.logits.detach().mean()) / self.beta,
-                "grad_norm": float(grad_norm),
+                "grad_norm": grad_norm,
                 "policy_entropy": float(entropy.mean()),
             }
             for key, value in epoch_logs.items():
                 logs.setdefault(key, []).append(value)
             self._n_updates += 1
 
-        for key, values in logs.items():
-            self.logger.record(f"train/{key}", np.mean(values))
-        self.logger.record("train/mean_episode_length", float(batch.lengths.float().mean()))
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        if hasattr(self.policy, "log_std"):
-            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self._record_train_logs(logs, batch)
 
     def learn(
         self: SelfDPO,

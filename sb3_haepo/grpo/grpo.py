@@ -202,16 +202,9 @@ class GRPO(EpisodicOnPolicyAlgorithm):
             if not continue_training:
                 break
 
-        for key, values in logs.items():
-            self.logger.record(f"train/{key}", np.mean(values))
-        self.logger.record("train/n_episodes", len(batch.returns))
-        self.logger.record("train/mean_episode_length", float(batch.lengths.float().mean()))
-        self.logger.record("train/mean_return", float(batch.returns.mean()))
+        self._record_train_logs(logs, batch)
         self.logger.record("train/clip_range", self.clip_range)
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/continue_training", continue_training)
-        if hasattr(self.policy, "log_std"):
-            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
 
     def learn(
         self: SelfGRPO,

@@ -176,17 +176,12 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         # Normalised returns Rn_k (M,)
         norm_returns = normalize_returns(batch.returns, self.normalize_returns)
         # Scores of the reference policy (M,): no gradient
-        with th.no_grad():
-            ref_log_probs, _ = self._step_log_probs(self.ref_policy, batch, self.batch_size)
-            ref_scores = trajectory_scores(ref_log_probs, batch.episode_index, batch.lengths, self.trajectory_score)
-        # dL_k / dlog pi(a_t|s_t): 1 for the sum score, 1 / T_k for the mean score, (N,)
-        if self.trajectory_score == "mean":
-            step_scale = 1.0 / batch.lengths.to(th.float32)[batch.episode_index]
-        else:
-            step_scale = th.ones(n_steps, device=self.device)
+        ref_scores = self._episode_scores(self.ref_policy, batch, self.trajectory_score)
+        # dL_k / dlog pi(a_t|s_t), (N,)
+        step_scale = self._score_step_scale(batch, self.trajectory_score)
 
         logs: dict[str, list[float]] = {}
-        initial_log_probs = ref_log_probs  # overwritten at the first epoch
+        initial_log_probs: th.Tensor | None = None
         continue_training = True
         for epoch in range(self.n_epochs):
             # Pass 1: per-step log-probabilities (with a graph only when one chunk holds everything)
@@ -196,7 +191,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             else:
                 with th.no_grad():
                     detached_log_probs, entropy = self._step_log_probs(self.policy, batch, self.batch_size)
-            if epoch == 0:
+            if initial_log_probs is None:
                 initial_log_probs = detached_log_probs
             # KL between the policy at the start of the update and now, per step (as in PPO)
             log_ratio = detached_log_probs - initial_log_probs
@@ -214,23 +209,15 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             score_grad = haepo_score_gradient(scores, ref_scores, norm_returns, self.weight_ent_coef, self.ref_kl_coef)
             step_coef = score_grad[batch.episode_index] * step_scale
 
-            # Pass 2: gradient of the surrogate sum_t step_coef_t * log pi(a_t|s_t) == grad J
-            self.policy.optimizer.zero_grad()
-            if single_chunk:
-                (step_coef * log_probs).sum().backward()
-            else:
-                for chunk, chunk_log_probs, _ in self._iter_step_log_probs(self.policy, batch, self.batch_size):
-                    (step_coef[chunk] * chunk_log_probs).sum().backward()
-            # Clip grad norm
-            grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
+            # Pass 2: gradient of the surrogate sum_t step_coef_t * log pi(a_t|s_t) == grad J, and the step
+            grad_norm = self._score_gradient_step(batch, step_coef, log_probs if single_chunk else None)
 
             epoch_logs = {
                 "loss": float(terms.loss),
                 "return_loss": float(terms.return_loss),
                 "weight_entropy_loss": float(terms.entropy_loss),
                 "ref_kl_loss": float(terms.kl_loss),
-                "grad_norm": float(grad_norm),
+                "grad_norm": grad_norm,
                 "approx_kl": approx_kl,
                 "policy_entropy": float(entropy.detach().mean()),
                 **weight_diagnostics(terms.log_weights, ref_scores),
@@ -239,16 +226,9 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 logs.setdefault(key, []).append(value)
             self._n_updates += 1
 
-        for key, values in logs.items():
-            self.logger.record(f"train/{key}", np.mean(values))
-        self.logger.record("train/n_episodes", len(batch.returns))
-        self.logger.record("train/mean_episode_length", float(batch.lengths.float().mean()))
-        self.logger.record("train/mean_return", float(batch.returns.mean()))
+        self._record_train_logs(logs, batch)
         self.logger.record("train/n_epochs", len(logs.get("loss", [])))
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/continue_training", continue_training)
-        if hasattr(self.policy, "log_std"):
-            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
 
     def learn(
         self: SelfHAEPO,
