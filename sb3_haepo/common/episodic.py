@@ -339,7 +339,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
 
     def _score_gradient_step(self, batch: EpisodeBatch, step_coef: th.Tensor, log_probs: th.Tensor | None = None) -> float:
         """
-        Pass 2 of the exact two-pass gradient (METHOD.md section 2), then one optimizer step.
+        Pass 2 of the exact two-pass gradient (docs/METHOD.md section 2), then one optimizer step.
 
         The gradient of the surrogate ``sum_t step_coef_t * log pi(a_t|s_t)`` equals that of any loss ``J(L)`` when
         ``step_coef_t = dJ/dL_k(t) * dL_k/dlog pi_t``. It is accumulated over chunks of ``batch_size`` steps, so memory

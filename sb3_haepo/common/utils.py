@@ -50,9 +50,9 @@ def trajectory_scores(
     """
     Trajectory score of each episode from its per-step log-likelihoods.
 
-    ``"sum"`` is the paper's cumulative log-likelihood ``L_k = sum_t log pi(a_t | s_t)`` (METHOD.md section 1, step 2).
+    ``"sum"`` is the paper's cumulative log-likelihood ``L_k = sum_t log pi(a_t | s_t)`` (docs/METHOD.md section 1, step 2).
     ``"mean"`` is the length-normalised ``L_k / T_k``, which keeps episodes of different lengths
-    on the same scale (METHOD.md section 3: with ``"sum"`` the softmax collapses onto the shortest episode).
+    on the same scale (docs/METHOD.md section 3: with ``"sum"`` the softmax collapses onto the shortest episode).
 
     :param step_log_probs: ``log pi(a_t | s_t)`` of every step, shape (N,)
     :param episode_index: episode of each step in ``[0, M)``, shape (N,)
@@ -70,7 +70,7 @@ def trajectory_scores(
 
 def normalize_returns(returns: th.Tensor, scheme: NormalizeReturns = "zscore", eps: float = 1e-8) -> th.Tensor:
     """
-    Normalise the episode returns of a group (METHOD.md section 1, step 4).
+    Normalise the episode returns of a group (docs/METHOD.md section 1, step 4).
 
     - ``"zscore"``: ``Rn_k = (R_k - mean(R)) / (std(R) + eps)``, population std. Equal returns give exactly 0.
     - ``"sum"``: ``Rn_k = R_k / sum_j |R_j|``. For non-negative returns (the setting the paper uses this scheme for)
@@ -112,7 +112,7 @@ def haepo_loss(
     ref_kl_coef: float,
 ) -> HAEPOLoss:
     """
-    The HAEPO loss of one group (METHOD.md section 1, step 5), differentiable with respect to ``scores``.
+    The HAEPO loss of one group (docs/METHOD.md section 1, step 5), differentiable with respect to ``scores``.
 
     .. math::
 
@@ -150,7 +150,7 @@ def haepo_score_gradient(
     ref_kl_coef: float,
 ) -> th.Tensor:
     """
-    Analytic gradient ``c_k = dJ/dL_k`` of :func:`haepo_loss` (METHOD.md section 2).
+    Analytic gradient ``c_k = dJ/dL_k`` of :func:`haepo_loss` (docs/METHOD.md section 2).
 
     With ``w = softmax(L)`` and ``g_k = dJ/dw_k``:
 
@@ -326,7 +326,7 @@ def dpo_loss(
         J = -\\mathrm{mean}_{(w, l)} \\log \\sigma\\left(b \\left[(L_w - L^{ref}_w) - (L_l - L^{ref}_l)\\right]\\right)
 
     with ``L`` the episode log-likelihood under the policy and ``L^ref`` under the frozen reference
-    (METHOD.md section 4). Computed with ``logsigmoid``. Without pairs the loss is 0 (no preference, no signal).
+    (docs/METHOD.md section 4). Computed with ``logsigmoid``. Without pairs the loss is 0 (no preference, no signal).
 
     :param scores: episode log-likelihoods ``L_k``, shape (M,)
     :param ref_scores: the same under the reference policy, shape (M,) (detached here)

@@ -12,7 +12,7 @@ REWARD_DISTRIBUTION_OPTIONS: tuple[str, ...] = ("bernoulli", "gaussian")
 
 class BanditEnv(gym.Env[np.ndarray, np.int64]):
     """
-    K-armed bandit, one pull per episode (METHOD.md section 4).
+    K-armed bandit, one pull per episode (docs/METHOD.md section 4).
 
     **Problem instance.** The arm means ``mu_1..mu_K`` are drawn once, in the constructor, uniformly from [0, 1] with
     a generator seeded by ``arm_seed``. They never change afterwards: every reset, every seed of a benchmark and every

@@ -9,7 +9,7 @@ from gymnasium import spaces
 
 class RandomWalkEnv(gym.Env[np.ndarray, np.int64]):
     """
-    Sparse-reward random walk with a fixed horizon (METHOD.md section 4: 500 steps in the paper).
+    Sparse-reward random walk with a fixed horizon (docs/METHOD.md section 4: 500 steps in the paper).
 
     **Dynamics.** The agent is at an integer position ``x`` in ``{0, ..., goal_distance}``, starting at 0. Action 1
     moves right (``x + 1``), action 0 moves left (``max(x - 1, 0)``: position 0 is a reflecting wall). With

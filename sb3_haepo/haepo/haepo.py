@@ -153,7 +153,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         """
         Update the policy on the group of episodes in the buffer (``n_epochs`` full-batch gradient steps).
 
-        Each epoch makes two passes over the steps (METHOD.md section 2):
+        Each epoch makes two passes over the steps (docs/METHOD.md section 2):
 
         1. the scores ``L_k`` without a graph, then the scalars ``c_k = dJ/dL_k`` from them;
         2. the gradient of the surrogate ``sum_t c_{k(t)} dL_k/dlog pi_t * log pi(a_t|s_t)``, accumulated over
