@@ -46,6 +46,16 @@ setup(
             "seaborn",
             "scipy",
             "pytablewriter",
+            # train -tb (tensorboard) and -P (progress bar)
+            "tensorboard",
+            "tqdm",
+            "rich",
+            # enjoy without --no-render opens a pygame window
+            "gymnasium[classic-control]",
+            # plot_from_file -r (rliable figures)
+            "rliable>=1.2",
+            # --storage postgresql+psycopg://... (distributed tuning): PostgreSQL driver, psycopg 3
+            "psycopg[binary]>=3.1",
         ],
         # LunarLander in the RL Zoo hyperparameters
         "box2d": ["gymnasium[box2d]"],

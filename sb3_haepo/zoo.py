@@ -18,16 +18,28 @@ For ``--algo haepo`` without ``-conf/--conf-file``, the hyperparameters bundled 
 (``sb3_haepo/hyperparams/haepo.yml``) are used. Every other algorithm uses the zoo's own files, as with ``rl_zoo3``.
 
 This module imports without the zoo extras; :func:`register` and :func:`main` raise an ``ImportError`` naming
-``pip install "sb3_haepo[zoo]"`` when one is missing.
+``pip install "sb3_haepo[zoo]"`` when one is missing, or when an option needs a package that is not installed
+(``train -tb`` needs tensorboard, ``train -P`` tqdm and rich, ``plot_from_file -r`` rliable).
+
+On top of the zoo's command line, :func:`main`:
+
+- exits with status 2 and a usage message for a missing or unknown sub-command;
+- stops ``train --storage ... --study-name ... --trial-id N`` with a clear error (status 2) when the study or trial
+  ``N`` does not exist (the zoo itself fails with an ``IndexError``);
+- shows the error that stopped a ``train -P`` run rather than the progress bar's ``AttributeError`` it triggers;
+- makes ``plot_from_file -r -o FILE`` save the rliable figures too, next to ``FILE`` (see
+  :func:`rliable_figure_paths`): the zoo's ``-o`` saves only its bar plot of the last evaluations, which it titles
+  "PyBullet envs" (retitled here).
 """
 
+import contextlib
 import importlib
 import os
 import runpy
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -56,6 +68,26 @@ ZOO_REQUIREMENTS = {
 }
 INSTALL_HINT = 'pip install "sb3_haepo[zoo]" (from a clone of the repository: pip install -e ".[zoo]")'
 SUB_COMMANDS = ("train", "enjoy", "plot_train", "plot_from_file", "all_plots", "benchmark")
+PROG = "haepo-zoo"
+USAGE = f"usage: {PROG} {{{','.join(SUB_COMMANDS)}}} [options]  (or: python -m sb3_haepo.zoo ...)"
+# Options that need a package beyond the zoo's own imports: (sub-command, spellings, shortest accepted abbreviation
+# of the long spelling, modules to import, package names for the error message)
+OPTION_REQUIREMENTS: tuple[tuple[str, tuple[str, str], int, tuple[str, ...], str], ...] = (
+    ("train", ("-tb", "--tensorboard-log"), len("--te"), ("tensorboard",), "tensorboard"),
+    ("train", ("-P", "--progress"), len("--pro"), ("tqdm", "rich"), "tqdm and rich"),
+    ("plot_from_file", ("-r", "--rliable"), len("--r"), ("rliable",), "rliable"),
+)
+# Window titles the zoo's plot_from_file gives to its rliable figures, mapped to the suffix of the file they are
+# saved to with -o
+RLIABLE_FIGURES = {
+    "Rliable metrics": "rliable",
+    "Performance profiles": "performance_profiles",
+    "Probability of Improvement": "probability_of_improvement",
+    "IQM Normalized Score - Sample Efficiency Curve": "iqm",
+}
+# The zoo's title of the bar plot that plot_from_file -o saves (a leftover of its PyBullet study), and ours
+ZOO_BAR_PLOT_TITLE = "PyBullet envs"
+BAR_PLOT_TITLE = "Score of the last evaluation"
 
 NET_ARCH = {
     # HAEPO only evaluates the actor: the value network is left empty
@@ -83,6 +115,165 @@ def check_zoo_extras() -> None:
             f"The RL Zoo integration of sb3_haepo needs the zoo extras, missing: {', '.join(missing)}. "
             f"Install them with: {INSTALL_HINT}"
         )
+
+
+class ZooUsageError(Exception):
+    """A command line error found before the zoo runs: :func:`main` prints it and exits with status 2."""
+
+
+def _uses_option(args: Sequence[str], spellings: Sequence[str], min_prefix: int) -> bool:
+    """
+    Whether an option is on the command line, spelled in full, as ``--long=value``, or as an abbreviation of the long
+    spelling of at least ``min_prefix`` characters (argparse accepts unambiguous prefixes).
+
+    :param args: the command line arguments (after the sub-command)
+    :param spellings: the short and long spellings of the option
+    :param min_prefix: the length of the shortest unambiguous prefix of the long spelling
+    :return: whether the option is used
+    """
+    long_name = spellings[-1]
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        if name in spellings:
+            return True
+        if name.startswith("--") and len(name) >= min_prefix and long_name.startswith(name):
+            return True
+    return False
+
+
+def check_option_requirements(command: str, args: Sequence[str]) -> None:
+    """
+    Check that the packages needed by the options of a sub-command are importable: ``train -tb`` needs tensorboard
+    (without it, SB3 fails inside ``learn()``), ``train -P`` needs tqdm and rich, ``plot_from_file -r`` needs rliable.
+
+    :param command: the sub-command
+    :param args: its arguments
+    :raises ImportError: naming the option, the missing package and the ``pip install`` command to run
+    """
+    for sub_command, spellings, min_prefix, modules, packages in OPTION_REQUIREMENTS:
+        if sub_command != command or not _uses_option(args, spellings, min_prefix):
+            continue
+        missing = []
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                missing.append(module)
+        if missing:
+            raise ImportError(
+                f"{PROG} {command} {'/'.join(spellings)} needs {packages}, missing: {', '.join(missing)}. "
+                f"Install them with: {INSTALL_HINT}"
+            )
+
+
+def _format_ids(ids: Sequence[int]) -> str:
+    """Format sorted integers as ranges: ``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    parts = []
+    start = previous = None
+    for value in [*ids, None]:
+        if value is not None and previous is not None and value == previous + 1:
+            previous = value
+            continue
+        if start is not None:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = value
+    return ", ".join(parts)
+
+
+def check_trial_id(args: Sequence[str]) -> None:
+    """
+    For ``train --storage URL --study-name NAME --trial-id N``, check that the study and its trial ``N`` exist (the
+    zoo fails with a bare ``IndexError``, or silently uses trial ``N - len(trials)`` for a negative ``N``). Warn that
+    the zoo ignores ``--trial-id 0``.
+
+    :param args: the arguments of the ``train`` sub-command
+    :raises ZooUsageError: naming the study or the trial, and what the storage holds
+    """
+    trial_id_arg = _option_value(args, ["--trial-id"])
+    storage = _option_value(args, ["--storage"])
+    study_name = _option_value(args, ["--study-name"])
+    if trial_id_arg is None or storage is None or study_name is None:
+        return
+    try:
+        trial_id = int(trial_id_arg)
+    except ValueError:
+        return  # the zoo's parser reports it
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage=storage)
+        raise ZooUsageError(
+            f"--study-name {study_name}: no such study in {storage} (its studies: {', '.join(names) or 'none'})"
+        ) from None
+    numbers = sorted(trial.number for trial in study.trials)
+    if trial_id not in numbers:
+        raise ZooUsageError(
+            f"--trial-id {trial_id}: study {study_name!r} in {storage} has no trial {trial_id} "
+            f"(its trials: {_format_ids(numbers) or 'none'})"
+        )
+    if trial_id == 0:
+        print(
+            f"{PROG}: warning: rl_zoo3 ignores --trial-id 0 (it tests the id for truth) and trains with the yml entry "
+            "alone; copy trial 0's parameters to -params or to your yml instead",
+            file=sys.stderr,
+        )
+
+
+def rliable_figure_paths(output: str) -> dict[str, str]:
+    """
+    The files where ``plot_from_file -r -o FILE`` saves the rliable figures, next to ``FILE`` (same extension):
+    ``FILE_rliable`` (median, IQM, mean and optimality gap), ``FILE_performance_profiles``, ``FILE_iqm``
+    (with ``-iqm``) and ``FILE_probability_of_improvement`` (with ``-vs``).
+
+    :param output: the ``-o`` argument
+    :return: the path of each figure, by the zoo's window title
+    """
+    root, ext = os.path.splitext(output)
+    return {title: f"{root}_{suffix}{ext}" for title, suffix in RLIABLE_FIGURES.items()}
+
+
+@contextlib.contextmanager
+def _plot_from_file_outputs(args: Sequence[str]) -> Iterator[None]:
+    """
+    While the zoo's ``plot_from_file`` runs with ``-o FILE``: retitle its bar plot (the figure ``-o`` saves) and,
+    with ``-r``, save the rliable figures to :func:`rliable_figure_paths` when the zoo shows them.
+
+    :param args: the arguments of the ``plot_from_file`` sub-command
+    """
+    output = _option_value(args, ["-o", "--output"])
+    if output is None:
+        yield
+        return
+    import matplotlib.pyplot as plt
+    from matplotlib._pylab_helpers import Gcf
+
+    output_format = _option_value(args, ["--format"]) or "svg"
+    paths = rliable_figure_paths(output)
+    original_show, original_savefig = plt.show, plt.savefig
+    saved: set[str] = set()
+
+    def show(*show_args: Any, **kwargs: Any) -> Any:
+        for manager in Gcf.get_all_fig_managers():
+            title = manager.get_window_title()
+            if title in paths and title not in saved:
+                print(f"Saving the rliable figure {title!r} to {paths[title]}")
+                manager.canvas.figure.savefig(paths[title], format=output_format)
+                saved.add(title)
+        return original_show(*show_args, **kwargs)
+
+    def savefig(*savefig_args: Any, **kwargs: Any) -> Any:
+        for axes in plt.gcf().axes:
+            if axes.get_title() == ZOO_BAR_PLOT_TITLE:
+                axes.set_title(BAR_PLOT_TITLE)
+        return original_savefig(*savefig_args, **kwargs)
+
+    plt.show, plt.savefig = show, savefig  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        plt.show, plt.savefig = original_show, original_savefig  # type: ignore[assignment]
 
 
 def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
@@ -223,34 +414,70 @@ def run_benchmark(args: Sequence[str]) -> None:
         subprocess.call = original_call  # type: ignore[assignment]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """
-    The ``rl_zoo3`` command line with HAEPO registered: ``python -m sb3_haepo.zoo <sub-command> [options]``.
+def _usage_error(message: str) -> None:
+    """Print the usage and an error to stderr and exit with status 2, as argparse does."""
+    print(f"{USAGE}\n{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
-    :param argv: the arguments, sub-command first (default: ``sys.argv[1:]``)
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(
-            "usage: python -m sb3_haepo.zoo {" + ",".join(SUB_COMMANDS) + "} [options]\n\n"
-            "The rl_zoo3 command line with HAEPO registered as --algo haepo.\n"
-            "Run a sub-command with --help for its options."
-        )
-        if not args:
-            sys.exit(2)
-        return
-    register()
-    if args[0] == "benchmark":
-        run_benchmark(args[1:])
-        return
-    if args[0] == "train":
-        args = ["train", *add_default_conf_file(args[1:])]
 
+def _run_zoo_cli(args: list[str]) -> None:
+    """
+    Run ``rl_zoo3.cli.main()`` on ``args`` (sub-command first).
+
+    The zoo's ``train`` runs ``learn()`` in a ``try``/``finally`` that ends the first callback: with ``-P`` that is the
+    progress bar, which fails with ``AttributeError: ... no attribute 'pbar'`` when ``learn()`` stopped before it
+    started, hiding the real error. Here the real error is raised instead.
+    """
     import rl_zoo3.cli
 
     # rl_zoo3.cli.main() reads the sub-command from sys.argv[1] and each sub-command parses sys.argv[1:]
     sys.argv = [sys.argv[0], *args]
-    rl_zoo3.cli.main()
+    try:
+        rl_zoo3.cli.main()
+    except AttributeError as error:
+        context = error.__context__
+        if "'ProgressBarCallback' object has no attribute 'pbar'" in str(error) and context is not None:
+            raise context from None
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """
+    The ``rl_zoo3`` command line with HAEPO registered: ``haepo-zoo <sub-command> [options]`` (or
+    ``python -m sb3_haepo.zoo``).
+
+    :param argv: the arguments, sub-command first (default: ``sys.argv[1:]``)
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(
+            f"{USAGE}\n\n"
+            "The rl_zoo3 command line with HAEPO registered as --algo haepo.\n"
+            "Run a sub-command with --help for its options."
+        )
+        return
+    if not args:
+        _usage_error(f"a sub-command is required (one of {', '.join(SUB_COMMANDS)})")
+    if args[0] not in SUB_COMMANDS:
+        _usage_error(f"invalid sub-command {args[0]!r} (choose from {', '.join(SUB_COMMANDS)})")
+    register()
+    command, command_args = args[0], args[1:]
+    check_option_requirements(command, command_args)
+    if command == "benchmark":
+        run_benchmark(command_args)
+        return
+    if command == "train":
+        try:
+            check_trial_id(command_args)
+        except ZooUsageError as error:
+            print(f"{PROG} train: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        command_args = add_default_conf_file(command_args)
+    if command == "plot_from_file":
+        with _plot_from_file_outputs(command_args):
+            _run_zoo_cli([command, *command_args])
+        return
+    _run_zoo_cli([command, *command_args])
 
 
 if __name__ == "__main__":

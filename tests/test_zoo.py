@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ pytest.importorskip("rl_zoo3", reason="needs the zoo extras: pip install 'sb3_ha
 optuna = pytest.importorskip("optuna", reason="needs the zoo extras: pip install 'sb3_haepo[zoo]'")
 
 import sb3_haepo.zoo as haepo_zoo  # noqa: E402
+from postgres_server import postgres_server  # noqa: E402
 from sb3_haepo import HAEPO  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -158,6 +160,27 @@ def test_all_plots_and_plot_from_file(trained_logs: Path) -> None:
     figure = cwd / "sensitivity.png"
     run_zoo(["plot_from_file", "-i", str(out.with_suffix(".pkl")), "-o", str(figure), "--format", "png"], cwd=cwd)
     assert figure.is_file() and figure.stat().st_size > 0
+    assert not list(cwd.glob("sensitivity_*"))
+    # With -r, the rliable figures are saved next to the -o file too (the zoo's -o saves only its bar plot); the bar
+    # plot is no longer titled "PyBullet envs". Run in a Python process that reports the titles of the figures.
+    figure = cwd / "rliable.png"
+    args = ["plot_from_file", "-i", str(out.with_suffix(".pkl")), "-r", "-iqm", "-o", str(figure), "--format", "png"]
+    code = (
+        "import sys, matplotlib.pyplot as plt, sb3_haepo.zoo as z; z.main(sys.argv[1:]); "
+        "print('TITLES', [ax.get_title() for num in plt.get_fignums() for ax in plt.figure(num).axes])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    paths = haepo_zoo.rliable_figure_paths(str(figure))
+    assert paths["Rliable metrics"] == str(cwd / "rliable_rliable.png")
+    expected = {cwd / "rliable.png", *(Path(paths[title]) for title in ["Rliable metrics", "Performance profiles"])}
+    expected.add(Path(paths["IQM Normalized Score - Sample Efficiency Curve"]))
+    assert set(cwd.glob("rliable*.png")) == expected
+    assert len({path.read_bytes() for path in expected}) == len(expected)
+    titles = result.stdout.split("TITLES")[-1]
+    assert haepo_zoo.BAR_PLOT_TITLE in titles and haepo_zoo.ZOO_BAR_PLOT_TITLE not in titles
 
 
 def test_benchmark(trained_logs: Path) -> None:
@@ -291,31 +314,51 @@ def test_optimize_then_retrain_from_trial(tmp_path: Path) -> None:
     assert config["policy_kwargs"]["net_arch"] == haepo_zoo.NET_ARCH[params["net_arch"]]
 
 
-def test_distributed_optimization_two_workers(tmp_path: Path) -> None:
-    """Two worker processes share one SQLite study: both must have run trials (recorded worker pid)."""
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    # As with `optuna create-study`: create the study once, before the workers start
-    optuna.create_study(study_name="shared", storage=storage, direction="maximize")
-    n_trials = 2
+def run_workers_on_one_study(tmp_path: Path, storage: str, study_name: str, n_workers: int = 2, n_trials: int = 2) -> None:
+    """
+    Create a study in ``storage`` (as ``optuna create-study`` does, before the workers start), run ``n_workers``
+    ``--optimize`` worker processes on it at the same time, and check that each worker ran its own trials in it
+    (the ``worker`` user attribute records the pid of the process that ran a trial).
+    """
+    optuna.create_study(study_name=study_name, storage=storage, direction="maximize")
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "sb3_haepo.zoo", *_optimize_args(tmp_path / f"logs_{i}", storage, "shared", n_trials)],
+            [sys.executable, "-m", "sb3_haepo.zoo", *_optimize_args(tmp_path / f"logs_{i}", storage, study_name, n_trials)],
             cwd=tmp_path,
             env=_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for i in range(2)
+        for i in range(n_workers)
     ]
-    outputs = [worker.communicate(timeout=180)[0] for worker in workers]
+    outputs = [worker.communicate(timeout=240)[0] for worker in workers]
     for worker, output in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, output[-4000:]
-    study = optuna.load_study(study_name="shared", storage=storage)
-    assert len(study.trials) == 2 * n_trials
-    pids = {int(trial.user_attrs["worker"].rsplit(":", 1)[1]) for trial in study.trials}
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    assert len(study.trials) == n_workers * n_trials
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert all(trial.state in finished for trial in study.trials), [trial.state for trial in study.trials]
+    pids = [int(trial.user_attrs["worker"].rsplit(":", 1)[1]) for trial in study.trials]
     # Each worker process ran its own trials in the shared study
-    assert pids == {worker.pid for worker in workers}
+    assert sorted(pids) == sorted(worker.pid for worker in workers for _ in range(n_trials))
+
+
+def test_distributed_optimization_two_workers(tmp_path: Path) -> None:
+    """Two worker processes share one SQLite study: both must have run trials (recorded worker pid)."""
+    run_workers_on_one_study(tmp_path, f"sqlite:///{tmp_path / 'shared.db'}", "shared")
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A local PostgreSQL server for the module (skipped without server binaries, except in CI where it fails)."""
+    with postgres_server() as url:
+        yield url
+
+
+def test_distributed_optimization_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """The README's distributed tuning on a real PostgreSQL server: two workers, one study, both contribute trials."""
+    run_workers_on_one_study(tmp_path, postgres_url, "shared-postgresql")
 
 
 def _load_yml(name: str) -> dict[str, Any]:
@@ -450,3 +493,115 @@ def test_help() -> None:
     assert result.returncode == 0
     for command in haepo_zoo.SUB_COMMANDS:
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("args", [[], ["foo"], ["--algo", "haepo"]])
+def test_no_or_unknown_sub_command(args: list[str]) -> None:
+    """As argparse does for a missing sub-command: usage and error on stderr, exit status 2."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sb3_haepo.zoo", *args], env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: haepo-zoo {train,enjoy,")
+    assert "haepo-zoo: error: " + ("a sub-command is required" if not args else "invalid sub-command") in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "hidden, args",
+    [
+        ("tensorboard", ["train", "--algo", "haepo", "--env", "CartPole-v1", "-tb", "runs/"]),
+        ("tensorboard", ["train", "--algo", "haepo", "--env", "CartPole-v1", "--tensorboard-log=runs/"]),
+        ("tqdm", ["train", "--algo", "haepo", "--env", "CartPole-v1", "-P"]),
+        ("rich", ["train", "--algo", "haepo", "--env", "CartPole-v1", "--prog"]),
+        ("rliable", ["plot_from_file", "-i", "results.pkl", "-r", "-o", "results.png"]),
+    ],
+)
+def test_option_needs_missing_package(hidden: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An option whose package is missing stops the command before it runs, naming the package and the extra."""
+    monkeypatch.setitem(sys.modules, hidden, None)
+    with pytest.raises(ImportError, match=r'pip install "sb3_haepo\[zoo\]"') as excinfo:
+        haepo_zoo.main(args)
+    assert f"missing: {hidden}" in str(excinfo.value)
+
+
+def test_tensorboard_and_progress_bar_without_tensorboard(tmp_path: Path) -> None:
+    """
+    The issue's ``train ... -tb runs/ -P`` without tensorboard: a clear error naming tensorboard and the zoo extra,
+    not the progress bar's ``AttributeError`` (tensorboard is hidden by a module that fails to import).
+    """
+    (tmp_path / "tensorboard.py").write_text("raise ImportError('tensorboard hidden for the test')\n")
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    result = subprocess.run(
+        [sys.executable, "-m", "sb3_haepo.zoo", *_train_args(tmp_path / "logs", n_timesteps=500), "-tb", "runs/", "-P"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("ImportError: haepo-zoo train -tb/--tensorboard-log needs tensorboard"), result.stderr
+    assert 'pip install "sb3_haepo[zoo]"' in last_line
+    assert "pbar" not in result.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+def test_progress_bar_does_not_hide_the_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Any error that stops learn() before the progress bar starts is the one raised, not the zoo's follow-up
+    ``AttributeError: 'ProgressBarCallback' object has no attribute 'pbar'`` (here SB3's own tensorboard check,
+    reached by skipping ours).
+    """
+    import stable_baselines3.common.utils
+
+    monkeypatch.setattr(haepo_zoo, "check_option_requirements", lambda command, args: None)
+    monkeypatch.setattr(stable_baselines3.common.utils, "SummaryWriter", None)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ImportError, match="tensorboard is not installed") as excinfo:
+        haepo_zoo.main([*_train_args(tmp_path / "logs", n_timesteps=500), "-tb", "runs/", "-P"])
+    assert excinfo.value.__suppress_context__
+
+
+@pytest.fixture(scope="module")
+def two_trial_study(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite storage holding the study "s" with trials 0 and 1."""
+    storage = f"sqlite:///{tmp_path_factory.mktemp('study') / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=2)
+    return storage
+
+
+@pytest.mark.parametrize(
+    "study_name, trial_id, message",
+    [
+        ("s", "5", "--trial-id 5: study 's' in {storage} has no trial 5 (its trials: 0-1)"),
+        ("s", "-1", "--trial-id -1: study 's' in {storage} has no trial -1 (its trials: 0-1)"),
+        ("other", "1", "--study-name other: no such study in {storage} (its studies: s)"),
+    ],
+)
+def test_trial_id_does_not_exist(two_trial_study: str, study_name: str, trial_id: str, message: str, tmp_path: Path) -> None:
+    """Re-training from a trial that is not in the study: an error naming it and the ids that exist (no IndexError)."""
+    args = ["train", "--algo", "haepo", "--env", "CartPole-v1", "-f", str(tmp_path / "logs")]
+    args += ["--storage", two_trial_study, "--study-name", study_name, "--trial-id", trial_id]
+    result = subprocess.run(
+        [sys.executable, "-m", "sb3_haepo.zoo", *args], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "haepo-zoo train: error: " + message.format(storage=two_trial_study)
+    assert not (tmp_path / "logs").exists()
+
+
+def test_trial_id_zero_warns(two_trial_study: str, capsys: pytest.CaptureFixture[str]) -> None:
+    haepo_zoo.check_trial_id(["--storage", two_trial_study, "--study-name", "s", "--trial-id", "1"])
+    assert capsys.readouterr().err == ""
+    haepo_zoo.check_trial_id(["--storage", two_trial_study, "--study-name", "s", "--trial-id", "0"])
+    assert "rl_zoo3 ignores --trial-id 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ids, expected", [([], ""), ([3], "3"), ([0, 1, 2, 5, 7, 8], "0-2, 5, 7-8")])
+def test_format_ids(ids: list[int], expected: str) -> None:
+    assert haepo_zoo._format_ids(ids) == expected
