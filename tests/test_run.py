@@ -38,8 +38,9 @@ SMALL = dict(n_episodes=4, n_epochs=2, policy_kwargs=dict(net_arch=[16]), seed=0
 @pytest.mark.parametrize("n_envs", [1, 3])
 def test_haepo(env_id, n_envs):
     model = HAEPO("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=0), verbose=1, **SMALL)
-    model.learn(total_timesteps=600)
-    assert model.num_timesteps >= 600
+    model.learn(total_timesteps=1200)
+    # learn() keeps its budget (a vector step of n_envs steps cannot be split)
+    assert 1200 <= model.num_timesteps < 1200 + n_envs
     assert model._n_updates > 0
 
 
@@ -107,12 +108,18 @@ def test_reference_policy_is_frozen_and_refreshed():
     assert not any(
         p is q for p in model.ref_policy.parameters() for group in model.policy.optimizer.param_groups for q in group["params"]
     )
-    model.learn(1)  # one rollout, one train(): the reference is refreshed at its start, then the policy moves
+
+    def train_until(n_updates: int) -> None:
+        # One step per learn(): it stops right after the update that a completed group triggers
+        while model._n_train_calls < n_updates:
+            model.learn(1, reset_num_timesteps=False)
+
+    train_until(1)  # one train(): the reference is refreshed at its start, then the policy moves
     ref_after_first = [p.clone() for p in model.ref_policy.parameters()]
     assert any(not th.equal(p, q) for p, q in zip(model.ref_policy.parameters(), model.policy.parameters(), strict=True))
-    model.learn(1, reset_num_timesteps=False)  # second train(): no refresh (interval 2)
+    train_until(2)  # second train(): no refresh (interval 2)
     assert all(th.equal(p, q) for p, q in zip(ref_after_first, model.ref_policy.parameters(), strict=True))
-    model.learn(1, reset_num_timesteps=False)  # third: refreshed
+    train_until(3)  # third: refreshed
     assert any(not th.equal(p, q) for p, q in zip(ref_after_first, model.ref_policy.parameters(), strict=True))
 
 
@@ -150,9 +157,10 @@ def test_callbacks(tmp_path):
     checkpoint = CheckpointCallback(save_freq=250, save_path=str(tmp_path / "ckpt"))
     model = HAEPO("MlpPolicy", env, **SMALL)
     model.learn(2000, callback=CallbackList([counting, eval_callback, checkpoint]), progress_bar=True)
-    # One on_step per vectorised env.step
-    assert counting.n_calls * n_envs == model.num_timesteps
-    assert counting.rollout_starts == counting.rollout_ends == model._n_train_calls
+    # One on_step per vectorised env.step, and the budget kept exactly (2000 = 500 vector steps)
+    assert counting.n_calls * n_envs == model.num_timesteps == 2000
+    # One rollout per update, plus the last one, cut by the budget, unless it completed its group on the last step
+    assert counting.rollout_starts == counting.rollout_ends == model._n_train_calls + int(not model._group_ready)
     # Every episode end the envs reported was seen by the callback
     assert counting.n_dones >= 4 * model._n_train_calls
     evaluations = np.load(tmp_path / "evaluations.npz")

@@ -19,6 +19,11 @@ class EpisodeBuffer:
     :meth:`end_episodes` closes it; episodes still running stay in the buffer and are carried over to the next group
     when :meth:`pop_completed` removes the completed ones, so every step ends up in exactly one group.
 
+    An env whose episode was already running when the buffer first saw it (a model loaded onto, or given with
+    ``set_env(..., force_reset=False)``, envs with episodes in progress) is marked with :meth:`mark_fragments`: the
+    beginning of that episode was never stored, so its remaining steps are a *fragment*. They are stored like any
+    other, but when the episode ends they are dropped (and counted by the caller) instead of closing a fake episode.
+
     :param observation_space: Observation space
     :param action_space: Action space
     :param n_envs: Number of parallel environments
@@ -70,6 +75,8 @@ class EpisodeBuffer:
         self.current_lengths = np.zeros(self.n_envs, dtype=np.int64)
         self.current_returns = np.zeros(self.n_envs, dtype=np.float64)
         self._current_discounts = np.ones(self.n_envs, dtype=np.float64)
+        # Envs whose episode in progress began before the buffer saw it (see mark_fragments)
+        self.fragments = np.zeros(self.n_envs, dtype=bool)
         # Completed episodes, in completion order
         self._completed_ids: list[int] = []
         self._completed_returns: list[float] = []
@@ -86,6 +93,26 @@ class EpisodeBuffer:
     def n_in_progress_steps(self) -> int:
         """Number of steps held that belong to episodes still running."""
         return int(self.current_lengths.sum())
+
+    @property
+    def n_completed_steps(self) -> int:
+        """Number of steps held that belong to completed episodes."""
+        return int(sum(self._completed_lengths))
+
+    def mark_fragments(self, env_mask: np.ndarray) -> None:
+        """
+        Mark the episodes in progress of some envs as fragments: their first steps were never stored (the env was
+        already running when this buffer was created), so they must never form an episode of a group. Their steps
+        are dropped when the episode ends (:meth:`end_episodes` returns how many).
+
+        :param env_mask: Boolean mask of the envs, shape (n_envs,). Only envs with no stored step in their current
+            episode can be marked (for the others, the buffer holds the episode from its start).
+        """
+        env_mask = np.asarray(env_mask, dtype=bool)
+        if np.any(env_mask & (self.current_lengths > 0)):
+            bad = np.flatnonzero(env_mask & (self.current_lengths > 0)).tolist()
+            raise ValueError(f"Envs {bad} have stored steps in their current episode: it is not a fragment")
+        self.fragments |= env_mask
 
     def _grow(self, min_capacity: int) -> None:
         new_capacity = max(min_capacity, 2 * self.capacity)
@@ -150,14 +177,20 @@ class EpisodeBuffer:
         self.current_returns[env_indices] = 0.0
         self._current_discounts[env_indices] = 1.0
 
-    def end_episodes(self, env_mask: np.ndarray, truncated: np.ndarray | None = None) -> None:
+    def end_episodes(self, env_mask: np.ndarray, truncated: np.ndarray | None = None) -> int:
         """
         Close the episodes in progress of the envs in ``env_mask``; their next steps start new episodes.
 
+        A fragment (see :meth:`mark_fragments`) is not closed as an episode: its steps are dropped.
+
         :param env_mask: Boolean mask of the envs whose episode ended, shape (n_envs,)
         :param truncated: Boolean mask of those that ended by truncation rather than termination, shape (n_envs,)
+        :return: Number of steps dropped because they were fragments (for the caller to count and log)
         """
-        env_indices = np.flatnonzero(env_mask)
+        env_mask = np.asarray(env_mask, dtype=bool)
+        env_indices = np.flatnonzero(env_mask & ~self.fragments)
+        # Fragments that ended are dropped: their envs start a new (complete) episode
+        n_dropped = self.discard_in_progress(env_mask & self.fragments)
         for env_idx in env_indices:
             if self.current_lengths[env_idx] == 0:
                 raise ValueError(f"Env {env_idx} has no step in its current episode: nothing to end")
@@ -167,6 +200,7 @@ class EpisodeBuffer:
             self._completed_truncated.append(bool(truncated[env_idx]) if truncated is not None else False)
             self._completed_envs.append(int(env_idx))
         self._start_new_episodes(env_indices)
+        return n_dropped
 
     def discard_in_progress(self, env_mask: np.ndarray) -> int:
         """
@@ -176,6 +210,8 @@ class EpisodeBuffer:
         :param env_mask: Boolean mask of the envs, shape (n_envs,)
         :return: Number of steps dropped (for the caller to count and log)
         """
+        env_mask = np.asarray(env_mask, dtype=bool)
+        self.fragments &= ~env_mask
         env_indices = np.flatnonzero(env_mask & (self.current_lengths > 0))
         if len(env_indices) == 0:
             return 0

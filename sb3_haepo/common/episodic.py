@@ -1,7 +1,9 @@
 """Base class of the critic-free algorithms that update on groups of complete episodes."""
 
+import inspect
+import warnings
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
@@ -10,7 +12,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
-from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -20,6 +22,55 @@ from sb3_haepo.common.utils import TrajectoryScore, trajectory_scores
 
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 SUPPORTED_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+SelfEpisodic = TypeVar("SelfEpisodic", bound="EpisodicOnPolicyAlgorithm")
+
+# Arguments of SB3's PPO/A2C that the episodic algorithms do not take: why, and the nearest counterpart with what it
+# does (named only to an algorithm that has it). A user porting PPO code gets a TypeError that says this instead of a
+# bare "unexpected keyword argument".
+NO_CRITIC = "there is no critic (value function)"
+PPO_ARGUMENT_COUNTERPARTS: dict[str, tuple[str, str | None, str | None]] = {
+    "n_steps": (
+        "a rollout is a group of complete episodes, not a fixed number of steps per env",
+        "n_episodes",
+        "the number of complete episodes per rollout",
+    ),
+    "ent_coef": ("there is no policy-entropy bonus", "weight_ent_coef", "an entropy bonus on the episode weights"),
+    "clip_range": ("the update has no probability ratio to clip", "target_kl", "it stops the epochs early"),
+    "normalize_advantage": (
+        "there are no advantages",
+        "normalize_returns",
+        "how the episode returns are normalised within each group",
+    ),
+    "gae_lambda": (NO_CRITIC + ": returns are Monte Carlo episode returns (see gamma)", None, None),
+    "vf_coef": (NO_CRITIC, None, None),
+    "clip_range_vf": (NO_CRITIC, None, None),
+    "use_sde": ("gSDE is not supported", None, None),
+    "sde_sample_freq": ("gSDE is not supported", None, None),
+    "rollout_buffer_class": ("rollouts are stored in an EpisodeBuffer of complete episodes", None, None),
+    "rollout_buffer_kwargs": ("rollouts are stored in an EpisodeBuffer of complete episodes", None, None),
+}
+
+
+def check_ppo_arguments(algorithm: "type[EpisodicOnPolicyAlgorithm]", kwargs: dict[str, Any]) -> None:
+    """
+    Raise a ``TypeError`` that explains each PPO argument in ``kwargs`` that ``algorithm`` does not take, and names
+    the nearest counterpart where ``algorithm`` has one.
+
+    Other unknown arguments are left to Python's own ``TypeError`` (SB3's behaviour).
+
+    :param algorithm: the algorithm class being constructed
+    :param kwargs: the keyword arguments of the constructor call
+    """
+    accepted = inspect.signature(algorithm.__init__).parameters
+    for name in kwargs:
+        if name in accepted or name not in PPO_ARGUMENT_COUNTERPARTS:
+            continue
+        why, counterpart, what = PPO_ARGUMENT_COUNTERPARTS[name]
+        message = f"{algorithm.__name__} does not take PPO's argument {name!r}: {why}"
+        if counterpart in accepted:
+            message += f". The nearest counterpart is {counterpart!r} ({what})"
+        raise TypeError(message)
 
 
 class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
@@ -58,6 +109,11 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         "CnnPolicy": ActorCriticCnnPolicy,
         "MultiInputPolicy": MultiInputActorCriticPolicy,
     }
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "EpisodicOnPolicyAlgorithm":
+        # Runs before __init__ binds the arguments, so a PPO argument gets a helpful error instead of a bare one
+        check_ppo_arguments(cls, kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -122,6 +178,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self._n_cut_episodes = 0
         self._n_discarded_steps = 0
         self._group_ready = False
+        self._budget_reached = False
 
     def _check_observation_space(self) -> None:
         obs_space = self.observation_space
@@ -170,17 +227,74 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         # The reference policy is saved, so that training continues identically after load
         return ["policy", "policy.optimizer", "ref_policy"], []
 
-    def _discard_aborted_episodes(self) -> None:
+    def _reconcile_buffer_with_envs(self) -> None:
         """
-        Drop the episodes in progress of envs that were reset outside the rollout loop.
+        Make the buffer agree with the state of the envs before collecting, from ``_last_episode_starts[i]``
+        (``_last_obs[i]`` starts a new episode):
 
-        ``_last_episode_starts[i]`` means that ``_last_obs[i]`` starts a new episode. If the buffer still holds steps
-        of an episode of env ``i`` at that point, the env was reset from outside (``learn()`` with
-        ``reset_num_timesteps=True``, ``set_env``, ``load``): that episode can never complete. Its steps are counted.
+        - the buffer holds steps of a running episode of env ``i`` but ``_last_obs[i]`` starts a new one: the env was
+          reset from outside (``learn()`` with ``reset_num_timesteps=True``, ``set_env``). That episode can never
+          complete: its steps are dropped and counted in ``rollout/n_discarded_steps``.
+        - the buffer holds no step of env ``i``'s episode but ``_last_obs[i]`` is in the middle of one: the model
+          was loaded onto (or given with ``force_reset=False``) an env with episodes in progress. The rest of that
+          episode is a fragment: it is collected, then dropped and counted when it ends, never trained on as if it
+          were an episode.
         """
         assert self._last_episode_starts is not None
-        n_dropped = self.rollout_buffer.discard_in_progress(np.asarray(self._last_episode_starts, dtype=bool))
-        self._n_discarded_steps += n_dropped
+        episode_starts = np.asarray(self._last_episode_starts, dtype=bool)
+        self._n_discarded_steps += self.rollout_buffer.discard_in_progress(episode_starts)
+        self.rollout_buffer.mark_fragments(~episode_starts & (self.rollout_buffer.current_lengths == 0))
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """
+        As SB3's ``set_env``. With ``force_reset=True`` (the default) the envs will be reset, so every step the buffer
+        holds (episodes in progress, and completed episodes not trained on yet) is dropped and counted in
+        ``rollout/n_discarded_steps``: they came from the previous env. With ``force_reset=False`` the new env is
+        taken to continue where the old one was (as SB3 assumes of the last observation), and the buffer is kept.
+        """
+        super().set_env(env, force_reset=force_reset)
+        if force_reset and hasattr(self, "rollout_buffer"):
+            self._n_discarded_steps += self.rollout_buffer.size
+            self.rollout_buffer.reset()
+            self._group_ready = False
+
+    def learn(
+        self: SelfEpisodic,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "OnPolicyAlgorithm",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfEpisodic:
+        """
+        As SB3's ``learn``: collection stops as soon as ``total_timesteps`` steps have been collected (at most
+        ``n_envs - 1`` more, as a vector step cannot be split). The group in progress is not trained: its completed
+        episodes and the episodes still running stay in the buffer, and the next ``learn(...,
+        reset_num_timesteps=False)`` goes on with them, so ``learn(a)`` then ``learn(b, reset_num_timesteps=False)``
+        trains exactly as ``learn(a + b)`` (with a constant learning rate). A warning says when a call ended without
+        any update (no group of ``n_episodes`` episodes completed within the budget, e.g. an env that never ends).
+        """
+        n_updates_before = self._n_train_calls
+        self._budget_reached = False
+        super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+        if self._budget_reached and self._n_train_calls == n_updates_before:
+            buffer = self.rollout_buffer
+            warnings.warn(
+                f"{self.__class__.__name__}.learn(total_timesteps={total_timesteps}) made no update: only "
+                f"{buffer.n_completed} of the n_episodes={self.n_episodes} episodes of a group completed within the "
+                f"budget ({buffer.n_in_progress_steps} steps are in episodes still running). Nothing is lost: they "
+                "carry over to the next learn(..., reset_num_timesteps=False). Give a larger budget, or, for an env "
+                f"that never ends, a smaller max_episode_steps (now {self.max_episode_steps})."
+            )
+        return self
 
     def collect_rollouts(
         self,
@@ -203,7 +317,9 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         :param callback: Callback that will be called at each step (and at the beginning and end of the rollout)
         :param rollout_buffer: Must be ``self.rollout_buffer``
         :param n_rollout_steps: Unused (kept for the parent's signature)
-        :return: True if ``n_episodes`` episodes completed, False if the callback stopped training
+        :return: True if ``n_episodes`` episodes completed, False if the callback stopped training or the budget
+            ``total_timesteps`` of ``learn()`` was reached first (the group then stays in the buffer, to be completed
+            by the next ``learn()``)
         """
         assert self._last_obs is not None, "No previous observation was provided"
         assert isinstance(rollout_buffer, EpisodeBuffer), f"{self.__class__.__name__} needs an EpisodeBuffer"
@@ -214,13 +330,18 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         if self._group_ready:
             rollout_buffer.pop_completed()
             self._group_ready = False
-        self._discard_aborted_episodes()
+        self._reconcile_buffer_with_envs()
         n_carried_steps = rollout_buffer.n_in_progress_steps
 
         callback.on_rollout_start()
         n_steps = 0
         dones = np.zeros(env.num_envs, dtype=bool)
         while rollout_buffer.n_completed < self.n_episodes:
+            # new to episodic: keep learn()'s budget. The group is not complete: it stays for the next learn()
+            if self.num_timesteps >= self._total_timesteps:
+                self._budget_reached = True
+                callback.on_rollout_end()
+                return False
             with th.no_grad():
                 # Convert to pytorch tensor or to TensorDict
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
@@ -231,6 +352,9 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             actions = actions_tensor.cpu().numpy()
 
             # Rescale and perform action
+            if isinstance(self.action_space, spaces.Box):
+                # The distribution's actions are flat: give them the action space's shape (as SB3's policy.forward)
+                actions = actions.reshape((-1, *self.action_space.shape))
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):
                 if self.policy.squash_output:
@@ -257,7 +381,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             cut = ~dones & (rollout_buffer.current_lengths >= self.max_episode_steps)
             if dones.any() or cut.any():
                 time_limit = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
-                rollout_buffer.end_episodes(dones | cut, truncated=(dones & time_limit) | cut)
+                # Fragments (episodes whose start this buffer never saw) are dropped, not closed
+                self._n_discarded_steps += rollout_buffer.end_episodes(dones | cut, truncated=(dones & time_limit) | cut)
                 self._n_cut_episodes += int(cut.sum())
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
