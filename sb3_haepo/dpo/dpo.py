@@ -45,7 +45,8 @@ class DPO(EpisodicOnPolicyAlgorithm):
     :param n_epochs: Number of gradient steps on each group (each is one full-batch step over the pairs)
     :param batch_size: Number of steps evaluated at once when computing the gradient (the gradient is the same for
         any value; smaller values use less memory)
-    :param gamma: Discount factor of the episode return used to rank the episodes (1.0: undiscounted)
+    :param gamma: Discount factor of the episode return ``R_k = sum_t gamma^t r_t`` used to rank the episodes,
+        counted from the episode's first step (1.0: undiscounted; not SB3's per-step discount, see HAEPO)
     :param beta: Inverse temperature of DPO's implicit reward (0.1 in the DPO paper)
     :param trajectory_score: ``"sum"`` (the episode log-likelihood ``L = sum_t log pi(a_t|s_t)``, DPO's) or
         ``"mean"`` (``L / T``)

@@ -50,7 +50,8 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         :class:`~sb3_haepo.common.episodic.EpisodicOnPolicyAlgorithm`
     :param n_epochs: Number of epochs when optimizing the surrogate loss
     :param batch_size: Minibatch size, in steps (the steps of the group are shuffled every epoch)
-    :param gamma: Discount factor of the episode return ``R_k = sum_t gamma^t r_t`` (1.0: undiscounted)
+    :param gamma: Discount factor of the episode return ``R_k = sum_t gamma^t r_t``, counted from the episode's
+        first step (1.0: undiscounted; not SB3's per-step discount, see HAEPO)
     :param clip_range: Clipping parameter epsilon of the probability ratio
     :param kl_coef: ``beta``, coefficient of the KL divergence to the reference policy (0 disables it)
     :param ref_update_interval: The reference policy is replaced by a copy of the current policy at the start of

@@ -49,8 +49,9 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
     :param n_epochs: Number of gradient steps on each group (each is one full-batch step over the whole group)
     :param batch_size: Number of steps evaluated at once when computing the gradient. The gradient is the same for
         any value (it is accumulated over chunks); smaller values use less memory.
-    :param gamma: Discount factor of the episode return ``R_k = sum_t gamma^t r_t`` (the paper's return is
-        undiscounted: 1.0)
+    :param gamma: Discount factor of the episode return ``R_k = sum_t gamma^t r_t``, counted from the episode's
+        first step (the paper's return is undiscounted: 1.0). Unlike SB3's per-step ``gamma``, it discounts the whole
+        episode's single return: with ``gamma=0.4`` only its first ~5 rewards count.
     :param normalize_returns: ``"zscore"`` (``(R - mean) / std``, for long horizons and sparse rewards) or ``"sum"``
         (``R / sum_j |R_j|``, the paper's sum-normalisation for non-negative returns)
     :param trajectory_score: ``"mean"`` (mean log-probability per step, ``L_k / T_k``) or ``"sum"`` (the paper's
