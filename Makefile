@@ -18,15 +18,17 @@ $(VENV)/.installed: setup.py
 
 setup: $(VENV)/.installed
 
-# The main job: a short, real HAEPO-vs-PPO run on CartPole-v1 that prints and plots the comparison
+# The main job: a short, real HAEPO-vs-PPO run on CartPole-v1 that prints and plots the comparison; publishes
+# docs/results/main_job.md (+ .json), docs/cartpole_haepo_vs_ppo.png and the README block that quotes the report
 main: setup
-	$(PYTHON) scripts/compare_cartpole.py
+	$(PYTHON) scripts/compare_cartpole.py --publish
 
 compare: main
 
-# HAEPO vs PPO training throughput on CartPole-v1, same process and VecEnv
+# HAEPO vs PPO training throughput on CartPole-v1, same process and VecEnv; publishes docs/results/throughput.md and
+# the README block that quotes it
 throughput: setup
-	$(PYTHON) scripts/benchmark_throughput.py
+	$(PYTHON) scripts/benchmark_throughput.py --publish
 
 # The test command: lint, type check, then the tests (slow ones deselected)
 test: setup lint type pytest

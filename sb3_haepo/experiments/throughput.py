@@ -4,11 +4,16 @@ Training throughput of HAEPO against SB3's PPO, in the same process, on the same
 Each algorithm's figure is ``env steps / wall-clock seconds`` of ``learn()`` (rollouts and updates together).
 The ceiling of any on-policy method is a random-policy rollout through the same VecEnv, so both are also given
 as a fraction of it. Figures are ratios measured in one run: absolute seconds depend on the (shared) machine.
+
+With ``--publish`` (``make throughput``) the report goes to ``docs/results/throughput.md`` and replaces the README's
+``throughput`` block.
 """
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +23,13 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_haepo import HAEPO
 from sb3_haepo.benchmark.configs import PPO_ZOO_CARTPOLE
+from sb3_haepo.experiments import published
+
+# make throughput's settings, and what --publish writes (relative to the repository root)
+DEFAULTS: dict[str, Any] = {"env": "CartPole-v1", "n_envs": 8, "n_steps": 100_000, "repeats": 3, "seed": 0, "threads": 1}
+PUBLISHED_REPORT = published.RESULTS_DIR / "throughput.md"
+PUBLISH_COMMAND = "python scripts/benchmark_throughput.py --publish"
+README_BLOCK = "throughput"
 
 
 @dataclass
@@ -57,14 +69,14 @@ def train_throughput(
     return ThroughputResult(name, model.num_timesteps, seconds)
 
 
-def run_throughput(
+def measure_throughput(
     env_id: str = "CartPole-v1", n_envs: int = 8, n_steps: int = 100_000, seed: int = 0, repeats: int = 3, threads: int = 1
-) -> str:
+) -> dict[str, list[ThroughputResult]]:
     """
-    Measure random, HAEPO (defaults) and PPO (zoo CartPole settings) throughput ``repeats`` times, interleaved,
-    and return a markdown report with the median of each and their ratios.
+    Measure random, HAEPO (defaults) and PPO (zoo CartPole settings) throughput ``repeats`` times, interleaved.
 
     :param threads: torch CPU threads for both algorithms (1 avoids oversubscribing a small, shared machine)
+    :return: the results of each, by name ("random policy", "HAEPO", "PPO")
     """
     th.set_num_threads(threads)
     results: dict[str, list[ThroughputResult]] = {}
@@ -75,32 +87,88 @@ def run_throughput(
             train_throughput("PPO", PPO, env_id, n_envs, n_steps, seed + repeat, **PPO_ZOO_CARTPOLE),
         ):
             results.setdefault(result.name, []).append(result)
+    return results
+
+
+def render_throughput(
+    results: dict[str, list[ThroughputResult]], env_id: str, n_envs: int, n_steps: int, command: str, machine: dict[str, str]
+) -> str:
+    """The markdown report (the README's ``throughput`` block): the median of each and their ratios."""
+    repeats = len(results["PPO"])
     median = {name: float(np.median([r.steps_per_second for r in runs])) for name, runs in results.items()}
     lines = [
-        f"Training throughput on {env_id}, {n_envs} envs (DummyVecEnv), {n_steps} steps, median of {repeats} runs, "
-        f"torch {th.__version__} on CPU with {th.get_num_threads()} threads",
+        published.generated_by(command),
+        f"`{command}`" + (" (`make throughput`)" if command == PUBLISH_COMMAND else "") + f": {env_id}, {n_envs} envs "
+        f"(DummyVecEnv), `learn({n_steps:_})`, median of {repeats} interleaved runs. "
+        f"Run on {published.format_machine_note(machine)}.",
         "",
-        "| | env-steps/s | fraction of random-policy rollout | ratio to PPO |",
-        "|---|---|---|---|",
+        "| | env-steps/s | fraction of random-policy rollout | ratio to PPO | env steps per run |",
+        "|---|---|---|---|---|",
     ]
     for name in ("random policy", "HAEPO", "PPO"):
         of_random, of_ppo = median[name] / median["random policy"], median[name] / median["PPO"]
-        lines.append(f"| {name} | {median[name]:,.0f} | {of_random:.2f} | {of_ppo:.2f} |")
+        steps = sorted({r.steps for r in results[name]})
+        label = f"{name} (ceiling)" if name == "random policy" else name
+        lines.append(
+            f"| {label} | {median[name]:,.0f} | {of_random:.2f} | {of_ppo:.2f} | {', '.join(f'{s:,}' for s in steps)} |"
+        )
     lines.append("")
     lines.append(f"HAEPO / PPO throughput ratio: {median['HAEPO'] / median['PPO']:.2f}")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
+def run_throughput(
+    env_id: str = "CartPole-v1",
+    n_envs: int = 8,
+    n_steps: int = 100_000,
+    seed: int = 0,
+    repeats: int = 3,
+    threads: int = 1,
+    command: str = "sb3_haepo.experiments.throughput.run_throughput()",
+) -> str:
+    """Measure (see :func:`measure_throughput`) and return the markdown report."""
+    load = published.load_average()
+    results = measure_throughput(env_id, n_envs, n_steps, seed, repeats, threads)
+    return render_throughput(results, env_id, n_envs, n_steps, command, {**published.machine_note(), "load_average": load})
+
+
+def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", default="CartPole-v1")
-    parser.add_argument("--n-envs", type=int, default=8)
-    parser.add_argument("--n-steps", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--env", default=DEFAULTS["env"])
+    parser.add_argument("--n-envs", type=int, default=DEFAULTS["n_envs"])
+    parser.add_argument("--n-steps", type=int, default=DEFAULTS["n_steps"])
+    parser.add_argument("--repeats", type=int, default=DEFAULTS["repeats"])
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--threads", type=int, default=DEFAULTS["threads"], help="torch CPU threads")
+    parser.add_argument("--report", help="also write the markdown report there")
+    parser.add_argument("--readme", help="replace the throughput block of this README with the report (needs --report)")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help=f"make throughput: --report {PUBLISHED_REPORT} --readme {published.README} (the default settings only; "
+        "run from the repository root)",
+    )
     args = parser.parse_args(argv)
-    print(run_throughput(args.env, args.n_envs, args.n_steps, args.seed, args.repeats, args.threads))
+    if args.publish:
+        if any(getattr(args, key) != value for key, value in DEFAULTS.items()):
+            parser.error(f"--publish writes the README's figures: use the default settings ({DEFAULTS})")
+        if args.report or args.readme:
+            parser.error("--publish chooses --report and --readme")
+        args.report, args.readme = str(PUBLISHED_REPORT), str(published.README)
+    if args.readme:
+        if not args.report:
+            parser.error("--readme quotes the report: give --report too")
+        published.read_block(Path(args.readme).read_text(encoding="utf-8"), README_BLOCK)  # fail now, not after the runs
+    command = " ".join(["python scripts/benchmark_throughput.py", *(sys.argv[1:] if argv is None else argv)])
+    report = run_throughput(args.env, args.n_envs, args.n_steps, args.seed, args.repeats, args.threads, command)
+    print(report, end="")
+    if args.report:
+        published.write_report(args.report, report)
+        print(f"Report saved to {args.report}")
+    if args.readme:
+        published.update_readme(args.readme, README_BLOCK, args.report)
+        print(f"{args.readme}: {README_BLOCK} block updated")
+    return report
 
 
 if __name__ == "__main__":
