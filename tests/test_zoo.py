@@ -135,8 +135,8 @@ def test_enjoy_and_continue_training(trained_logs: Path) -> None:
 def test_all_plots_and_plot_from_file(trained_logs: Path) -> None:
     cwd = trained_logs.parent
     out = cwd / "haepo_plots"
-    # HAEPO stops on complete episodes, so runs overshoot -n by different amounts: -max truncates them to the
-    # same evaluations (all_plots drops the runs with fewer evaluations than the longest one)
+    # learn() stops at the budget (at most n_envs - 1 steps past it), so both runs have the same evaluations; -max
+    # cuts the curves at 2000 steps
     output = run_zoo(
         [
             "all_plots",
@@ -583,15 +583,23 @@ def two_trial_study(tmp_path_factory: pytest.TempPathFactory) -> str:
         ("other", "1", "--study-name other: no such study in {storage} (its studies: s)"),
     ],
 )
-def test_trial_id_does_not_exist(two_trial_study: str, study_name: str, trial_id: str, message: str, tmp_path: Path) -> None:
-    """Re-training from a trial that is not in the study: an error naming it and the ids that exist (no IndexError)."""
+def test_trial_id_does_not_exist(two_trial_study: str, study_name: str, trial_id: str, message: str) -> None:
+    """A trial or study that is not in the storage: an error naming it and what the storage holds."""
+    with pytest.raises(haepo_zoo.ZooUsageError) as excinfo:
+        haepo_zoo.check_trial_id(["--storage", two_trial_study, "--study-name", study_name, "--trial-id", trial_id])
+    assert str(excinfo.value) == message.format(storage=two_trial_study)
+
+
+def test_trial_id_does_not_exist_command_line(two_trial_study: str, tmp_path: Path) -> None:
+    """Re-training from a trial that is not in the study: exit status 2 and the error, no IndexError, no training."""
     args = ["train", "--algo", "haepo", "--env", "CartPole-v1", "-f", str(tmp_path / "logs")]
-    args += ["--storage", two_trial_study, "--study-name", study_name, "--trial-id", trial_id]
+    args += ["--storage", two_trial_study, "--study-name", "s", "--trial-id", "7"]
     result = subprocess.run(
-        [sys.executable, "-m", "sb3_haepo.zoo", *args], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "sb3_haepo.zoo", *args], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "haepo-zoo train: error: " + message.format(storage=two_trial_study)
+    expected = f"haepo-zoo train: error: --trial-id 7: study 's' in {two_trial_study} has no trial 7 (its trials: 0-1)"
+    assert result.stderr.strip() == expected
     assert not (tmp_path / "logs").exists()
 
 
