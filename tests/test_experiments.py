@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sb3_haepo.experiments import cartpole, published, throughput
+from sb3_haepo.experiments import cartpole, published, steps_to_solve, throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 README_TEMPLATE = "# Title\n\nBefore.\n\n<!-- {name}:begin -->\nstale\n<!-- {name}:end -->\n\nAfter.\n"
@@ -113,7 +113,12 @@ def test_dump_json():
 def test_readme_quotes_the_published_reports():
     """Fast: the README's blocks are the reports, verbatim, and the main job's report is rendered from its record."""
     readme = (ROOT / published.README).read_text(encoding="utf-8")
-    for block, report in (("main_job", cartpole.PUBLISHED_REPORT), ("throughput", throughput.PUBLISHED_REPORT)):
+    blocks = (
+        ("main_job", cartpole.PUBLISHED_REPORT),
+        ("throughput", throughput.PUBLISHED_REPORT),
+        (steps_to_solve.README_BLOCK, steps_to_solve.PUBLISHED_REPORT),
+    )
+    for block, report in blocks:
         assert published.read_block(readme, block) == (ROOT / report).read_text(
             encoding="utf-8"
         ), f"README's {block} block differs from {report}: re-run the command that writes it"
@@ -125,6 +130,12 @@ def test_readme_quotes_the_published_reports():
     assert record["plot"] == str(cartpole.PUBLISHED_PLOT) and (ROOT / cartpole.PUBLISHED_PLOT).stat().st_size > 10_000
     assert (ROOT / cartpole.PUBLISHED_REPORT).read_text(encoding="utf-8") == cartpole.render_report(record)
     assert published.read_block(readme, "throughput").startswith(published.generated_by(throughput.PUBLISH_COMMAND))
+    table = published.read_block(readme, steps_to_solve.README_BLOCK)
+    assert table.startswith(published.generated_by(steps_to_solve.PUBLISH_COMMAND))
+    # One row per setting of the defaults table, in order
+    assert [line.split(" | ")[0][2:] for line in table.splitlines() if line.startswith("| ")][1:] == [
+        setting.label for setting in steps_to_solve.DEFAULTS_TABLE
+    ]
 
 
 @pytest.mark.parametrize("seed", range(cartpole.MainJobConfig().seeds))
