@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sb3_haepo.experiments import cartpole, published, steps_to_solve, throughput
+from sb3_haepo.experiments import cartpole, identity, published, steps_to_solve, throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 README_TEMPLATE = "# Title\n\nBefore.\n\n<!-- {name}:begin -->\nstale\n<!-- {name}:end -->\n\nAfter.\n"
@@ -117,6 +117,7 @@ def test_readme_quotes_the_published_reports():
         ("main_job", cartpole.PUBLISHED_REPORT),
         ("throughput", throughput.PUBLISHED_REPORT),
         (steps_to_solve.README_BLOCK, steps_to_solve.PUBLISHED_REPORT),
+        (identity.README_BLOCK, identity.PUBLISHED_REPORT),
     )
     for block, report in blocks:
         assert published.read_block(readme, block) == (ROOT / report).read_text(
@@ -154,3 +155,14 @@ def test_main_job_reproduces_its_published_record(seed):
     then, now = (published.format_machine_note(note) for note in (record["machine"], published.machine_note()))
     for fresh, expected in zip([r.deterministic() for r in results], recorded, strict=True):
         assert fresh == expected, f"re-run `make main` if the change is intended (published on {then}; now on {now})"
+
+
+def test_identity_envs_tiny_run():
+    results = identity.run_grid(["HAEPO", "PPO"], [0], timesteps=200, n_eval_episodes=1, hyperparams={"n_episodes": 2})
+    assert list(results) == [(algo, env) for env in identity.ENVS for algo in ("HAEPO", "PPO")]
+    # One episode of 100 steps, 1 per correct action: a mean in [0, 100]
+    assert all(len(means) == 1 and 0.0 <= means[0] <= 100.0 for means in results.values())
+    text = identity.report({("HAEPO", "IdentityEnv(4)"): [100.0, 80.0, 95.0]}, [0, 1, 2], 5000, "cmd")
+    assert "| IdentityEnv(4) | HAEPO | 100.0, 80.0, 95.0 | 91.7 | 2/3 |" in text
+    published_text = (ROOT / identity.PUBLISHED_REPORT).read_text(encoding="utf-8")
+    assert published_text.startswith(published.generated_by(identity.PUBLISH_COMMAND))
