@@ -244,3 +244,14 @@ def test_unknown_arguments_keep_python_error():
         HAEPO("MlpPolicy", "CartPole-v1", not_an_argument=1)
     # GRPO's own clip_range is accepted
     assert GRPO("MlpPolicy", "CartPole-v1", clip_range=0.1, _init_setup_model=False).clip_range == 0.1
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_tensorboard_run_is_named_after_the_algorithm(algo, tmp_path):
+    model = algo("MlpPolicy", "CartPole-v1", tensorboard_log=str(tmp_path), **SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.learn(50)
+        model.learn(50, tb_log_name="mine")
+    assert list(tmp_path.glob(f"{algo.__name__}_1/events.out.tfevents.*"))
+    assert list(tmp_path.glob("mine_1/events.out.tfevents.*"))

@@ -263,7 +263,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         total_timesteps: int,
         callback: MaybeCallback = None,
         log_interval: int = 1,
-        tb_log_name: str = "OnPolicyAlgorithm",
+        tb_log_name: str | None = None,
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfEpisodic:
@@ -274,6 +274,9 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         reset_num_timesteps=False)`` goes on with them, so ``learn(a)`` then ``learn(b, reset_num_timesteps=False)``
         trains exactly as ``learn(a + b)`` (with a constant learning rate). A warning says when a call ended without
         any update (no group of ``n_episodes`` episodes completed within the budget, e.g. an env that never ends).
+
+        :param tb_log_name: the name of the run for TensorBoard logging (None: the algorithm's name, e.g. ``HAEPO``)
+        Other parameters: as SB3's ``OnPolicyAlgorithm.learn``.
         """
         n_updates_before = self._n_train_calls
         self._budget_reached = False
@@ -281,7 +284,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             total_timesteps=total_timesteps,
             callback=callback,
             log_interval=log_interval,
-            tb_log_name=tb_log_name,
+            tb_log_name=tb_log_name or type(self).__name__,
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )

@@ -1,9 +1,9 @@
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_haepo.common.utils import (
@@ -14,8 +14,6 @@ from sb3_haepo.common.utils import (
     trajectory_scores,
 )
 from sb3_haepo.dpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
-
-SelfDPO = TypeVar("SelfDPO", bound="DPO")
 
 
 class DPO(EpisodicOnPolicyAlgorithm):
@@ -178,21 +176,3 @@ class DPO(EpisodicOnPolicyAlgorithm):
             self._n_updates += 1
 
         self._record_train_logs(logs, batch)
-
-    def learn(
-        self: SelfDPO,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 1,
-        tb_log_name: str = "DPO",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfDPO:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )

@@ -1,16 +1,14 @@
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import grpo_loss, grpo_step_advantages
 from sb3_haepo.grpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
-
-SelfGRPO = TypeVar("SelfGRPO", bound="GRPO")
 
 
 def select_steps(batch: EpisodeBatch, indices: th.Tensor) -> EpisodeBatch:
@@ -206,21 +204,3 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         self._record_train_logs(logs, batch)
         self.logger.record("train/clip_range", self.clip_range)
         self.logger.record("train/continue_training", continue_training)
-
-    def learn(
-        self: SelfGRPO,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 1,
-        tb_log_name: str = "GRPO",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfGRPO:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )

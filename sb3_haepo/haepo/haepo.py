@@ -1,9 +1,9 @@
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_haepo.common.utils import (
@@ -18,8 +18,6 @@ from sb3_haepo.common.utils import (
     weight_diagnostics,
 )
 from sb3_haepo.haepo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
-
-SelfHAEPO = TypeVar("SelfHAEPO", bound="HAEPO")
 
 
 class HAEPO(EpisodicOnPolicyAlgorithm):
@@ -230,21 +228,3 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         self._record_train_logs(logs, batch)
         self.logger.record("train/n_epochs", len(logs.get("loss", [])))
         self.logger.record("train/continue_training", continue_training)
-
-    def learn(
-        self: SelfHAEPO,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 1,
-        tb_log_name: str = "HAEPO",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfHAEPO:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
