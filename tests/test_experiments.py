@@ -50,7 +50,7 @@ def test_main_job_prints_and_plots(tmp_path, capsys):
 def test_main_job_publish_needs_the_default_budget(capsys):
     with pytest.raises(SystemExit):
         cartpole.parse_args(["--publish", "--timesteps", "1000"])
-    assert "--publish writes the main job's figures" in capsys.readouterr().err
+    assert "--publish writes the README's figures: use the default settings" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cartpole.parse_args(["--readme", "README.md"])
     assert "--readme quotes the report" in capsys.readouterr().err

@@ -290,27 +290,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, MainJobConfi
     parser.add_argument("--eval-freq", type=int, default=defaults.eval_freq, help="evaluate every this many steps")
     parser.add_argument("--n-eval-episodes", type=int, default=defaults.n_eval_episodes)
     parser.add_argument("--output", help="where to save the plot (default: results/cartpole_haepo_vs_ppo.png)")
-    parser.add_argument("--report", help="also write the markdown report there, and its JSON record beside it")
-    parser.add_argument("--readme", help="replace the main_job block of this README with the report (needs --report)")
-    parser.add_argument(
-        "--publish",
-        action="store_true",
-        help=f"make main: --output {PUBLISHED_PLOT} --report {PUBLISHED_REPORT} --readme {published.README} "
-        "(the default budget only; run from the repository root)",
-    )
+    published.add_report_arguments(parser, README_BLOCK, PUBLISHED_REPORT, f"make main: --output {PUBLISHED_PLOT} ")
     args = parser.parse_args(argv)
     config = MainJobConfig(args.timesteps, args.seeds, args.eval_freq, args.n_eval_episodes)
+    if args.publish and args.output:
+        parser.error("--publish chooses --output, --report and --readme")
+    published.resolve_report_arguments(parser, args, README_BLOCK, PUBLISHED_REPORT, config if config == defaults else None)
     if args.publish:
-        if config != defaults:
-            parser.error(f"--publish writes the main job's figures: use the default budget ({defaults})")
-        if args.output or args.report or args.readme:
-            parser.error("--publish chooses --output, --report and --readme")
-        args.output, args.report, args.readme = str(PUBLISHED_PLOT), str(PUBLISHED_REPORT), str(published.README)
-    if args.readme:
-        if not args.report:
-            parser.error("--readme quotes the report: give --report too")
-        # Fail now rather than after the runs
-        published.read_block(Path(args.readme).read_text(encoding="utf-8"), README_BLOCK)
+        args.output = str(PUBLISHED_PLOT)
     args.output = args.output or "results/cartpole_haepo_vs_ppo.png"
     return args, config
 
@@ -326,12 +313,9 @@ def main(argv: list[str] | None = None) -> list[RunResult]:
     print(f"\nPlot saved to {args.output}")
     if args.report:
         record = to_record(results, config, command, {**published.machine_note(), "load_average": load}, args.output)
-        published.write_report(args.report, render_report(record))
+        published.save_report(args, README_BLOCK, render_report(record))
         record_path(args.report).write_text(published.dump_json(record) + "\n", encoding="utf-8")
-        print(f"Report saved to {args.report} and {record_path(args.report)}")
-    if args.readme:
-        published.update_readme(args.readme, README_BLOCK, args.report)
-        print(f"{args.readme}: {README_BLOCK} block updated")
+        print(f"Record saved to {record_path(args.report)}")
     return results
 
 

@@ -13,7 +13,6 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,34 +139,14 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--repeats", type=int, default=DEFAULTS["repeats"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     parser.add_argument("--threads", type=int, default=DEFAULTS["threads"], help="torch CPU threads")
-    parser.add_argument("--report", help="also write the markdown report there")
-    parser.add_argument("--readme", help="replace the throughput block of this README with the report (needs --report)")
-    parser.add_argument(
-        "--publish",
-        action="store_true",
-        help=f"make throughput: --report {PUBLISHED_REPORT} --readme {published.README} (the default settings only; "
-        "run from the repository root)",
-    )
+    published.add_report_arguments(parser, README_BLOCK, PUBLISHED_REPORT, "make throughput: ")
     args = parser.parse_args(argv)
-    if args.publish:
-        if any(getattr(args, key) != value for key, value in DEFAULTS.items()):
-            parser.error(f"--publish writes the README's figures: use the default settings ({DEFAULTS})")
-        if args.report or args.readme:
-            parser.error("--publish chooses --report and --readme")
-        args.report, args.readme = str(PUBLISHED_REPORT), str(published.README)
-    if args.readme:
-        if not args.report:
-            parser.error("--readme quotes the report: give --report too")
-        published.read_block(Path(args.readme).read_text(encoding="utf-8"), README_BLOCK)  # fail now, not after the runs
+    is_default = all(getattr(args, key) == value for key, value in DEFAULTS.items())
+    published.resolve_report_arguments(parser, args, README_BLOCK, PUBLISHED_REPORT, DEFAULTS if is_default else None)
     command = " ".join(["python scripts/benchmark_throughput.py", *(sys.argv[1:] if argv is None else argv)])
     report = run_throughput(args.env, args.n_envs, args.n_steps, args.seed, args.repeats, args.threads, command)
     print(report, end="")
-    if args.report:
-        published.write_report(args.report, report)
-        print(f"Report saved to {args.report}")
-    if args.readme:
-        published.update_readme(args.readme, README_BLOCK, args.report)
-        print(f"{args.readme}: {README_BLOCK} block updated")
+    published.save_report(args, README_BLOCK, report)
     return report
 
 
