@@ -51,6 +51,16 @@ def run_zoo(args: list[str], cwd: Path, timeout: int = 120) -> str:
     return output
 
 
+def run_zoo_hiding(module: str, args: list[str], tmp_path: Path, timeout: int) -> subprocess.CompletedProcess:
+    """Run ``python -m sb3_haepo.zoo *args`` in ``tmp_path`` where ``import module`` fails, as if it were not installed."""
+    (tmp_path / f"{module}.py").write_text(f"raise ImportError('{module} hidden for the test')\n")
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    return subprocess.run(
+        [sys.executable, "-m", "sb3_haepo.zoo", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def _train_args(log_folder: Path, algo: str = "haepo", n_timesteps: int = 2000) -> list[str]:
     return [
         "train",
@@ -470,17 +480,7 @@ def test_missing_extras_error(missing: str, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_missing_extras_error_in_subprocess(tmp_path: Path) -> None:
     """A fresh interpreter where ``optuna`` cannot be imported: the entry point names the pip install to run."""
-    (tmp_path / "optuna.py").write_text("raise ImportError('optuna hidden for the test')\n")
-    env = _env()
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
-    result = subprocess.run(
-        [sys.executable, "-m", "sb3_haepo.zoo", "train", "--algo", "haepo", "--env", "CartPole-v1"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_zoo_hiding("optuna", ["train", "--algo", "haepo", "--env", "CartPole-v1"], tmp_path, timeout=60)
     assert result.returncode != 0
     assert 'pip install "sb3_haepo[zoo]"' in result.stderr
     assert "optuna" in result.stderr
@@ -530,17 +530,8 @@ def test_tensorboard_and_progress_bar_without_tensorboard(tmp_path: Path) -> Non
     The issue's ``train ... -tb runs/ -P`` without tensorboard: a clear error naming tensorboard and the zoo extra,
     not the progress bar's ``AttributeError`` (tensorboard is hidden by a module that fails to import).
     """
-    (tmp_path / "tensorboard.py").write_text("raise ImportError('tensorboard hidden for the test')\n")
-    env = _env()
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
-    result = subprocess.run(
-        [sys.executable, "-m", "sb3_haepo.zoo", *_train_args(tmp_path / "logs", n_timesteps=500), "-tb", "runs/", "-P"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    args = [*_train_args(tmp_path / "logs", n_timesteps=500), "-tb", "runs/", "-P"]
+    result = run_zoo_hiding("tensorboard", args, tmp_path, timeout=120)
     assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("ImportError: haepo-zoo train -tb/--tensorboard-log needs tensorboard"), result.stderr
