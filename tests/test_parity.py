@@ -145,6 +145,17 @@ def test_set_env_force_reset_drops_held_steps():
     model.set_env(make_vec_env("CartPole-v1", n_envs=2, seed=1))
     assert model.rollout_buffer.size == 0 and model._n_discarded_steps == held
 
+    # Right after an update, the trained group is still in the buffer: it was used, so it is not counted
+    model = HAEPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), **SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        while model._n_train_calls == 0:
+            model.learn(1, reset_num_timesteps=False)
+    assert model._group_ready and model.rollout_buffer.n_completed_steps > 0
+    running = model.rollout_buffer.n_in_progress_steps
+    model.set_env(make_vec_env("CartPole-v1", n_envs=2, seed=1))
+    assert model.rollout_buffer.size == 0 and model._n_discarded_steps == running
+
 
 # 3. learn() keeps its budget
 

@@ -254,9 +254,12 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         """
         super().set_env(env, force_reset=force_reset)
         if force_reset and hasattr(self, "rollout_buffer"):
+            if self._group_ready:
+                # The group of the last update was trained on: it is used, not discarded
+                self.rollout_buffer.pop_completed()
+                self._group_ready = False
             self._n_discarded_steps += self.rollout_buffer.size
             self.rollout_buffer.reset()
-            self._group_ready = False
 
     def learn(
         self: SelfEpisodic,
