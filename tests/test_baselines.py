@@ -123,6 +123,7 @@ def test_dpo_gradient_does_not_depend_on_chunks():
     for batch_size in (4096, 7):
         model = DPO("MlpPolicy", "CartPole-v1", n_episodes=4, batch_size=batch_size, seed=3)
         model.learn(200)
+        assert model._n_train_calls >= 1
         params.append(th.nn.utils.parameters_to_vector(model.policy.parameters()).detach())
     th.testing.assert_close(params[0], params[1], rtol=1e-5, atol=1e-6)
 

@@ -237,7 +237,7 @@ def test_eval_callback_with_vec_normalize_ends_in_sync(tmp_path):
         (DPO, "clip_range", None),
         (HAEPO, "gae_lambda", None),
         (GRPO, "vf_coef", None),
-        (DPO, "use_sde", None),
+        (DPO, "clip_range_vf", None),
     ],
 )
 def test_ppo_arguments_name_their_counterpart(algo, name, counterpart):

@@ -267,6 +267,7 @@ class EpisodeBuffer:
             observations=observations,
             actions=th.as_tensor(self.actions[positions], device=self.device),
             behaviour_log_probs=th.as_tensor(self.log_probs[positions], device=self.device),
+            rewards=th.as_tensor(self.rewards[positions], device=self.device),
             episode_index=th.as_tensor(step_episode, device=self.device),
             returns=th.as_tensor(np.asarray(self._completed_returns, dtype=np.float32), device=self.device),
             lengths=th.as_tensor(np.asarray(self._completed_lengths, dtype=np.int64), device=self.device),

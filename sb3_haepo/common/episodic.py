@@ -45,8 +45,6 @@ PPO_ARGUMENT_COUNTERPARTS: dict[str, tuple[str, str | None, str | None]] = {
     "gae_lambda": (NO_CRITIC + ": returns are Monte Carlo episode returns (see gamma)", None, None),
     "vf_coef": (NO_CRITIC, None, None),
     "clip_range_vf": (NO_CRITIC, None, None),
-    "use_sde": ("gSDE is not supported", None, None),
-    "sde_sample_freq": ("gSDE is not supported", None, None),
     "rollout_buffer_class": ("rollouts are stored in an EpisodeBuffer of complete episodes", None, None),
     "rollout_buffer_kwargs": ("rollouts are stored in an EpisodeBuffer of complete episodes", None, None),
 }
@@ -127,6 +125,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         ref_update_interval: int,
         max_grad_norm: float,
         max_episode_steps: int,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -144,8 +144,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             ent_coef=0.0,  # unused: the episodic algorithms define their own regularisers
             vf_coef=0.0,  # unused: no critic
             max_grad_norm=max_grad_norm,
-            use_sde=False,  # gSDE is not supported
-            sde_sample_freq=-1,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
@@ -192,7 +192,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
 
     def _make_policy(self) -> ActorCriticPolicy:
         policy = self.policy_class(
-            self.observation_space, self.action_space, self.lr_schedule, use_sde=False, **self.policy_kwargs
+            self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
         )
         assert isinstance(policy, ActorCriticPolicy), f"{self.__class__.__name__} needs an ActorCriticPolicy, got {policy}"
         return policy.to(self.device)
@@ -339,6 +339,9 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self._reconcile_buffer_with_envs()
         n_carried_steps = rollout_buffer.n_in_progress_steps
 
+        if self.use_sde:
+            self.policy.reset_noise(env.num_envs)
+
         callback.on_rollout_start()
         n_steps = 0
         dones = np.zeros(env.num_envs, dtype=bool)
@@ -348,6 +351,9 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
                 self._budget_reached = True
                 callback.on_rollout_end()
                 return False
+            if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
+                # Sample a new noise matrix
+                self.policy.reset_noise(env.num_envs)
             with th.no_grad():
                 # Convert to pytorch tensor or to TensorDict
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
@@ -458,15 +464,6 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         with th.no_grad():
             log_probs, _ = self._step_log_probs(policy, batch, self.batch_size)
             return trajectory_scores(log_probs, batch.episode_index, batch.lengths, score)
-
-    @staticmethod
-    def _score_step_scale(batch: EpisodeBatch, score: TrajectoryScore) -> th.Tensor:
-        """
-        :return: ``dL_k / dlog pi(a_t|s_t)`` of every step, shape (N,): 1 for the sum score, ``1 / T_k`` for the mean
-        """
-        if score == "mean":
-            return 1.0 / batch.lengths.to(th.float32)[batch.episode_index]
-        return th.ones(len(batch.episode_index), device=batch.episode_index.device)
 
     def _score_gradient_step(self, batch: EpisodeBatch, step_coef: th.Tensor, log_probs: th.Tensor | None = None) -> float:
         """

@@ -17,6 +17,7 @@ class EpisodeBatch(NamedTuple):
     observations: np.ndarray | dict[str, np.ndarray]  # (N, *obs_shape)
     actions: th.Tensor  # (N, action_dim)
     behaviour_log_probs: th.Tensor  # (N,) log-probabilities under the policy that collected each step
+    rewards: th.Tensor  # (N,) reward of each step
     episode_index: th.Tensor  # (N,) episode of each step, in [0, M)
     returns: th.Tensor  # (M,) sum_t gamma^t r_t
     lengths: th.Tensor  # (M,)

@@ -7,13 +7,17 @@ Everything here works on one *group* of ``M`` complete episodes and on tensors o
 
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch as th
+from scipy.signal import lfilter
 
 NormalizeReturns = Literal["sum", "zscore"]
 TrajectoryScore = Literal["sum", "mean"]
+Credit = Literal["episode", "reward_to_go"]
 
 NORMALIZE_RETURNS_OPTIONS: tuple[str, ...] = ("sum", "zscore")
 TRAJECTORY_SCORE_OPTIONS: tuple[str, ...] = ("sum", "mean")
+CREDIT_OPTIONS: tuple[str, ...] = ("episode", "reward_to_go")
 
 
 def _check_1d_same_shape(**tensors: th.Tensor) -> None:
@@ -66,6 +70,108 @@ def trajectory_scores(
     if score == "sum":
         return totals
     return totals / episode_lengths.to(totals.dtype).clamp(min=1)
+
+
+def score_step_scale(
+    episode_index: th.Tensor, episode_lengths: th.Tensor, score: TrajectoryScore, dtype: th.dtype = th.float32
+) -> th.Tensor:
+    """
+    The derivative ``dL_k / dlog pi(a_t|s_t)`` of each step's trajectory score (see :func:`trajectory_scores`).
+
+    :param episode_index: episode of each step in ``[0, M)``, shape (N,)
+    :param episode_lengths: ``T_k``, shape (M,)
+    :param score: ``"sum"`` (1 for every step) or ``"mean"`` (``1 / T_k``)
+    :param dtype: floating dtype of the result
+    :return: shape (N,)
+    """
+    if score not in TRAJECTORY_SCORE_OPTIONS:
+        raise ValueError(f"Unknown trajectory score {score!r}, allowed: {TRAJECTORY_SCORE_OPTIONS}")
+    if score == "mean":
+        return 1.0 / episode_lengths.to(dtype).clamp(min=1)[episode_index]
+    return th.ones(len(episode_index), dtype=dtype, device=episode_index.device)
+
+
+def step_times(episode_lengths: th.Tensor) -> th.Tensor:
+    """
+    The time ``t`` of each step within its episode, for steps ordered episode by episode, each in time order.
+
+    :param episode_lengths: ``T_k``, shape (M,)
+    :return: ``(0, 1, ..., T_0 - 1, 0, 1, ..., T_1 - 1, ...)``, shape (N,) with ``N = sum_k T_k``, int64
+    """
+    lengths = episode_lengths.to(th.int64)
+    starts = th.cumsum(lengths, 0) - lengths
+    # (N,): global step number minus the first step number of the step's episode
+    return th.arange(int(lengths.sum()), device=lengths.device) - th.repeat_interleave(starts, lengths)
+
+
+def discounted_reward_to_go(rewards: th.Tensor, episode_lengths: th.Tensor, gamma: float) -> th.Tensor:
+    """
+    The discounted reward-to-go of every step, within its episode (SB3's per-step meaning of ``gamma``).
+
+    .. math::
+
+        G_{k,t} = \\sum_{t' = t}^{T_k - 1} \\gamma^{t' - t} r_{k,t'}
+
+    so ``G_{k,0}`` is the episode's return ``R_k = sum_t gamma^t r_t``. Steps must be ordered episode by episode,
+    each in time order (as :class:`EpisodeBatch` is). Computed as a linear recursion
+    ``G_t = r_t + gamma G_{t+1}`` in float64 (``scipy.signal.lfilter`` on each reversed episode), which stays finite
+    for any episode length: no power ``gamma^{-t}`` is ever formed.
+
+    :param rewards: ``r`` of every step, shape (N,)
+    :param episode_lengths: ``T_k``, shape (M,), summing to N
+    :param gamma: the per-step discount, in (0, 1]
+    :return: ``G``, shape (N,), float32, on the device of ``rewards``
+    """
+    if rewards.ndim != 1:
+        raise ValueError(f"rewards must have shape (n_steps,), got {tuple(rewards.shape)}")
+    if int(episode_lengths.sum()) != len(rewards):
+        raise ValueError(
+            f"The episode lengths sum to {int(episode_lengths.sum())} but there are {len(rewards)} rewards"
+        )
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+    numpy_rewards = rewards.detach().cpu().numpy().astype(np.float64)
+    reward_to_go = np.empty_like(numpy_rewards)
+    start = 0
+    for length in episode_lengths.cpu().numpy().tolist():
+        end = start + int(length)
+        # Reversed in time, G is a first-order recursion: y[n] = x[n] + gamma * y[n - 1]
+        reward_to_go[start:end] = lfilter([1.0], [1.0, -gamma], numpy_rewards[start:end][::-1])[::-1]
+        start = end
+    return th.as_tensor(reward_to_go, dtype=th.float32, device=rewards.device)
+
+
+def reward_to_go_advantages(
+    rewards: th.Tensor, episode_lengths: th.Tensor, gamma: float, eps: float = 1e-8
+) -> th.Tensor:
+    """
+    Per-step advantages from the discounted reward-to-go and a time-indexed group baseline (docs/METHOD.md
+    section 9).
+
+    .. math::
+
+        b_t = \\mathrm{mean}_{k: T_k > t} G_{k,t}, \\qquad
+        A_{k,t} = \\frac{G_{k,t} - b_t}{\\mathrm{std}(G - b) + \\epsilon}
+
+    The baseline at time ``t`` is the mean reward-to-go of the group's episodes that last beyond ``t``: a Monte
+    Carlo estimate of the value of being ``t`` steps into an episode, with no critic. The deviations ``G - b`` have
+    a mean of exactly 0 over the group (their sum is 0 at every ``t``), and are divided by their population std over
+    all steps. A step that only one episode reaches gets 0, and a group with no variation gives 0 everywhere,
+    never NaN.
+
+    :param rewards: ``r`` of every step, ordered episode by episode, each in time order, shape (N,)
+    :param episode_lengths: ``T_k``, shape (M,)
+    :param gamma: the per-step discount of the reward-to-go, in (0, 1]
+    :param eps: guard against division by zero
+    :return: ``A``, shape (N,), float32
+    """
+    reward_to_go = discounted_reward_to_go(rewards, episode_lengths, gamma).to(th.float64)
+    times = step_times(episode_lengths.to(rewards.device))
+    # b_t over the episodes that reach t (T,)
+    totals = th.zeros(int(times.max()) + 1, dtype=th.float64, device=rewards.device).index_add_(0, times, reward_to_go)
+    counts = th.bincount(times).to(th.float64)
+    deviations = reward_to_go - (totals / counts)[times]
+    return (deviations / (deviations.std(unbiased=False) + eps)).to(th.float32)
 
 
 def normalize_returns(returns: th.Tensor, scheme: NormalizeReturns = "zscore", eps: float = 1e-8) -> th.Tensor:
@@ -178,6 +284,97 @@ def haepo_score_gradient(
         weights = log_weights.exp()
         g = -norm_returns + weight_ent_coef * log_weights + ref_kl_coef * (log_weights - ref_log_weights)
         return weights * (g - (weights * g).sum())
+
+
+def step_credit_loss(
+    step_log_probs: th.Tensor,
+    episode_index: th.Tensor,
+    episode_lengths: th.Tensor,
+    ref_scores: th.Tensor,
+    advantages: th.Tensor,
+    score: TrajectoryScore,
+    weight_ent_coef: float,
+    ref_kl_coef: float,
+) -> HAEPOLoss:
+    """
+    HAEPO's loss with per-step credit (``credit="reward_to_go"``, docs/METHOD.md section 9), differentiable with
+    respect to ``step_log_probs``.
+
+    .. math::
+
+        J = - \\sum_k \\bar w_k \\sum_{t} \\frac{\\partial L_k}{\\partial \\log\\pi_t} A_{k,t} \\log\\pi(a_t|s_t)
+            + \\beta \\sum_k w_k \\log w_k + \\lambda \\sum_k w_k (\\log w_k - \\log w^{ref}_k)
+
+    with ``w = softmax(L)``, ``L`` the trajectory scores of ``step_log_probs``, and ``bar w`` the same weights held
+    constant (no gradient flows through them in the first term). The first term replaces the episode-level
+    ``-sum_k w_k Rn_k``: its gradient is a policy gradient in which each episode's steps count with the episode's
+    Plackett-Luce weight, and each step with its own advantage. With the advantage
+    ``A_{k,t} = Rn_k - sum_j w_j Rn_j`` for every step, the gradient is exactly that of :func:`haepo_loss`. The
+    regularisers are :func:`haepo_loss`'s. The value of the first term is a surrogate (only its gradient means
+    something), as PPO's.
+
+    :param step_log_probs: ``log pi(a_t | s_t)`` of every step, shape (N,)
+    :param episode_index: episode of each step in ``[0, M)``, shape (N,)
+    :param episode_lengths: ``T_k``, shape (M,)
+    :param ref_scores: scores under the frozen reference policy, shape (M,) (detached here)
+    :param advantages: ``A_{k,t}``, e.g. from :func:`reward_to_go_advantages`, shape (N,)
+    :param score: the trajectory score, ``"sum"`` or ``"mean"``
+    :param weight_ent_coef: ``beta``
+    :param ref_kl_coef: ``lam``
+    :return: the loss and each of its terms (``return_loss`` is the surrogate's first term)
+    """
+    scores = trajectory_scores(step_log_probs, episode_index, episode_lengths, score)
+    regularisers = haepo_loss(scores, ref_scores, th.zeros_like(scores), weight_ent_coef, ref_kl_coef)
+    weights = regularisers.log_weights.detach().exp()
+    scale = score_step_scale(episode_index, episode_lengths, score, step_log_probs.dtype)
+    return_loss = -(weights[episode_index] * scale * advantages.detach() * step_log_probs).sum()
+    return HAEPOLoss(
+        return_loss + regularisers.loss,
+        return_loss,
+        regularisers.entropy_loss,
+        regularisers.kl_loss,
+        regularisers.log_weights,
+    )
+
+
+def step_credit_coefficients(
+    scores: th.Tensor,
+    ref_scores: th.Tensor,
+    advantages: th.Tensor,
+    episode_index: th.Tensor,
+    step_scale: th.Tensor,
+    weight_ent_coef: float,
+    ref_kl_coef: float,
+) -> th.Tensor:
+    """
+    Analytic gradient of :func:`step_credit_loss` with respect to each ``log pi(a_t|s_t)`` (docs/METHOD.md
+    section 9): the per-step coefficients of the two-pass surrogate.
+
+    .. math::
+
+        \\frac{\\partial J}{\\partial \\log\\pi_t} = \\frac{\\partial L_k}{\\partial \\log\\pi_t}
+            \\left(c^{reg}_k - w_k A_{k,t}\\right), \\qquad k = k(t)
+
+    where ``c^reg`` is :func:`haepo_score_gradient` with the returns set to 0 (the beta and lam terms alone).
+
+    :param scores: ``L_k``, shape (M,)
+    :param ref_scores: ``L^ref_k``, shape (M,)
+    :param advantages: ``A_{k,t}``, shape (N,)
+    :param episode_index: episode of each step in ``[0, M)``, shape (N,)
+    :param step_scale: ``dL_k / dlog pi_t`` (:func:`score_step_scale`), shape (N,)
+    :param weight_ent_coef: ``beta``
+    :param ref_kl_coef: ``lam``
+    :return: shape (N,), without a graph
+    """
+    if advantages.shape != episode_index.shape or step_scale.shape != episode_index.shape:
+        raise ValueError(
+            "advantages, episode_index and step_scale must have the same shape (n_steps,), got "
+            f"{tuple(advantages.shape)}, {tuple(episode_index.shape)} and {tuple(step_scale.shape)}"
+        )
+    with th.no_grad():
+        regularisers = haepo_score_gradient(scores, ref_scores, th.zeros_like(scores), weight_ent_coef, ref_kl_coef)
+        weights = th.softmax(scores, dim=0)
+        return step_scale * (regularisers[episode_index] - weights[episode_index] * advantages)
 
 
 def weight_diagnostics(log_weights: th.Tensor, ref_scores: th.Tensor) -> dict[str, float]:

@@ -11,6 +11,7 @@ from sb3_haepo.common.utils import (
     TrajectoryScore,
     dpo_loss,
     pair_episodes_by_return,
+    score_step_scale,
     trajectory_scores,
 )
 from sb3_haepo.dpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
@@ -52,6 +53,10 @@ class DPO(EpisodicOnPolicyAlgorithm):
         every ``ref_update_interval``-th update (1: every update; the loss then starts at ``log 2`` on each group)
     :param max_grad_norm: The maximum value for the gradient clipping
     :param max_episode_steps: Guard against envs that never end (see the base class)
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action noise
+        (``Box`` actions only), as in PPO. The log-probabilities the update uses are those of the gSDE Gaussian.
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE.
+        Default: -1 (only sample at the beginning of the rollout)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -85,6 +90,8 @@ class DPO(EpisodicOnPolicyAlgorithm):
         ref_update_interval: int = 1,
         max_grad_norm: float = 0.5,
         max_episode_steps: int = 100_000,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -104,6 +111,8 @@ class DPO(EpisodicOnPolicyAlgorithm):
             ref_update_interval=ref_update_interval,
             max_grad_norm=max_grad_norm,
             max_episode_steps=max_episode_steps,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
@@ -147,7 +156,7 @@ class DPO(EpisodicOnPolicyAlgorithm):
         # Episode log-likelihoods under the reference policy (M,): no gradient
         ref_scores = self._episode_scores(self.ref_policy, batch, self.trajectory_score)
         # dL_k / dlog pi(a_t|s_t), (N,)
-        step_scale = self._score_step_scale(batch, self.trajectory_score)
+        step_scale = score_step_scale(batch.episode_index, batch.lengths, self.trajectory_score)
 
         logs: dict[str, list[float]] = {}
         for _ in range(self.n_epochs):

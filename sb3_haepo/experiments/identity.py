@@ -64,10 +64,16 @@ def run_one(args: tuple[str, str, int, int, int, dict[str, Any]]) -> float:
 
 
 def run_grid(
-    algos: list[str], seeds: list[int], timesteps: int, n_eval_episodes: int, hyperparams: dict[str, Any], n_jobs: int = 1
+    algos: list[str],
+    seeds: list[int],
+    timesteps: int,
+    n_eval_episodes: int,
+    hyperparams: dict[str, Any],
+    n_jobs: int = 1,
+    env_names: list[str] | None = None,
 ) -> dict[tuple[str, str], list[float]]:
-    """:return: the evaluation means per (algo, env), one per seed"""
-    keys = [(algo, env_name) for env_name in ENVS for algo in algos]
+    """:return: the evaluation means per (algo, env), one per seed (all of ``ENVS`` unless ``env_names`` is given)"""
+    keys = [(algo, env_name) for env_name in (env_names or list(ENVS)) for algo in algos]
     jobs = [(algo, env_name, seed, timesteps, n_eval_episodes, hyperparams) for algo, env_name in keys for seed in seeds]
     with ProcessPoolExecutor(n_jobs) as pool:
         means = iter(pool.map(run_one, jobs))
@@ -94,6 +100,7 @@ def report(results: dict[tuple[str, str], list[float]], seeds: list[int], timest
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algos", nargs="+", default=["HAEPO", "PPO"], choices=["HAEPO", "PPO"])
+    parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS), metavar="ENV")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--timesteps", type=int, default=5000)
     parser.add_argument("--n-eval-episodes", type=int, default=20)
@@ -103,10 +110,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     th.set_num_threads(1)  # as each run's process (and so the machine note says)
     hyperparams = parse_hyperparams(args.hyperparams)
-    default_run = not hyperparams and args.timesteps == 5000 and args.seeds == [0, 1, 2] and args.algos == ["HAEPO", "PPO"]
+    default_run = (
+        not hyperparams
+        and args.timesteps == 5000
+        and args.seeds == [0, 1, 2]
+        and args.algos == ["HAEPO", "PPO"]
+        and args.envs == list(ENVS)
+    )
     if args.publish and not default_run:
         parser.error("--publish publishes the default configuration only")
-    results = run_grid(args.algos, args.seeds, args.timesteps, args.n_eval_episodes, hyperparams, args.n_jobs)
+    results = run_grid(
+        args.algos, args.seeds, args.timesteps, args.n_eval_episodes, hyperparams, args.n_jobs, args.envs
+    )
     given = sys.argv[1:] if argv is None else argv
     command = PUBLISH_COMMAND if args.publish else "python scripts/identity_envs.py " + " ".join(given)
     text = report(results, args.seeds, args.timesteps, command.strip())

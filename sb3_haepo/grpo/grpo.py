@@ -25,6 +25,7 @@ def select_steps(batch: EpisodeBatch, indices: th.Tensor) -> EpisodeBatch:
         observations=observations,
         actions=batch.actions[indices],
         behaviour_log_probs=batch.behaviour_log_probs[indices],
+        rewards=batch.rewards[indices],
         episode_index=batch.episode_index[indices],
     )
 
@@ -58,6 +59,10 @@ class GRPO(EpisodicOnPolicyAlgorithm):
     :param target_kl: Limit the KL divergence between updates (estimated against the behaviour policy as in PPO):
         the epochs stop early once it exceeds ``1.5 * target_kl``. None (default) disables it.
     :param max_episode_steps: Guard against envs that never end (see the base class)
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action noise
+        (``Box`` actions only), as in PPO. The log-probabilities the update uses are those of the gSDE Gaussian.
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE.
+        Default: -1 (only sample at the beginning of the rollout)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -92,6 +97,8 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         max_grad_norm: float = 0.5,
         target_kl: float | None = None,
         max_episode_steps: int = 100_000,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -111,6 +118,8 @@ class GRPO(EpisodicOnPolicyAlgorithm):
             ref_update_interval=ref_update_interval,
             max_grad_norm=max_grad_norm,
             max_episode_steps=max_episode_steps,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,

@@ -7,17 +7,28 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_haepo.common.utils import (
+    CREDIT_OPTIONS,
     NORMALIZE_RETURNS_OPTIONS,
     TRAJECTORY_SCORE_OPTIONS,
     NormalizeReturns,
+    Credit,
     TrajectoryScore,
     haepo_loss,
     haepo_score_gradient,
     normalize_returns,
+    reward_to_go_advantages,
+    score_step_scale,
+    step_credit_coefficients,
+    step_credit_loss,
     trajectory_scores,
     weight_diagnostics,
 )
 from sb3_haepo.haepo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+
+# The paper's formulation (docs/METHOD.md section 1): HAEPO("MlpPolicy", env, **PAPER_PRESET). Every episode is
+# credited with its undiscounted return, scored by its cumulative log-likelihood. The paper normalises returns by
+# their sum on bandits and by z-score on long sparse tasks: pass normalize_returns to choose (z-score by default).
+PAPER_PRESET: dict[str, Any] = {"credit": "episode", "trajectory_score": "sum", "gamma": 1.0}
 
 
 class HAEPO(EpisodicOnPolicyAlgorithm):
@@ -47,11 +58,19 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
     :param n_epochs: Number of gradient steps on each group (each is one full-batch step over the whole group)
     :param batch_size: Number of steps evaluated at once when computing the gradient. The gradient is the same for
         any value (it is accumulated over chunks); smaller values use less memory.
-    :param gamma: Discount factor of the episode return ``R_k = sum_t gamma^t r_t``, counted from the episode's
-        first step (the paper's return is undiscounted: 1.0). Unlike SB3's per-step ``gamma``, it discounts the whole
-        episode's single return: with ``gamma=0.4`` only its first ~5 rewards count.
+    :param gamma: Discount factor. The reward-to-go of step ``t`` is ``G_t = sum_{t' >= t} gamma^(t' - t) r_t'``
+        (SB3's per-step meaning), and the episode return is ``R_k = G_0``. With ``credit="episode"`` every step is
+        credited with ``R_k``, counted from the episode's first step: with ``gamma=0.4`` only its first ~5 rewards
+        count, so keep 1.0 (the paper's undiscounted return) there. With ``credit="reward_to_go"`` each step gets its
+        own ``G_t``.
+    :param credit: What each step of an episode is credited with (docs/METHOD.md section 9).
+        ``"episode"``: the paper's update, every step gets its episode's normalised return ``Rn_k``, through the
+        Plackett-Luce weights. ``"reward_to_go"``: each step gets its own advantage, its discounted reward-to-go
+        ``G_t`` minus the group's mean reward-to-go at the same time ``t``, z-scored over the group, and its
+        episode's steps count with the episode's weight ``w_k``.
     :param normalize_returns: ``"zscore"`` (``(R - mean) / std``, for long horizons and sparse rewards) or ``"sum"``
-        (``R / sum_j |R_j|``, the paper's sum-normalisation for non-negative returns)
+        (``R / sum_j |R_j|``, the paper's sum-normalisation for non-negative returns). Applies to
+        ``credit="episode"``; ``"reward_to_go"`` z-scores its per-step advantages.
     :param trajectory_score: ``"mean"`` (mean log-probability per step, ``L_k / T_k``) or ``"sum"`` (the paper's
         cumulative log-likelihood ``L_k``, which collapses the weights onto the shortest episodes when lengths vary)
     :param weight_ent_coef: ``beta``, coefficient of the entropy bonus on the episode weights (pushes ``w`` towards
@@ -67,6 +86,10 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         ``1.5 * target_kl``. None (default) disables it.
     :param max_episode_steps: Guard against envs that never end: an episode that reaches this length without
         ``done`` is cut and closed as truncated (counted in ``rollout/n_cut_episodes``)
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action noise
+        (``Box`` actions only), as in PPO. The log-probabilities the update uses are those of the gSDE Gaussian.
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE.
+        Default: -1 (only sample at the beginning of the rollout)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -95,6 +118,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         n_epochs: int = 4,
         batch_size: int = 4096,
         gamma: float = 1.0,
+        credit: Credit = "episode",
         normalize_returns: NormalizeReturns = "zscore",
         trajectory_score: TrajectoryScore = "mean",
         weight_ent_coef: float = 0.01,
@@ -103,6 +127,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         max_grad_norm: float = 0.5,
         target_kl: float | None = None,
         max_episode_steps: int = 100_000,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -122,6 +148,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             ref_update_interval=ref_update_interval,
             max_grad_norm=max_grad_norm,
             max_episode_steps=max_episode_steps,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
@@ -131,6 +159,13 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         )
         if normalize_returns not in NORMALIZE_RETURNS_OPTIONS:
             raise ValueError(f"Unknown normalize_returns {normalize_returns!r}, allowed: {NORMALIZE_RETURNS_OPTIONS}")
+        if credit not in CREDIT_OPTIONS:
+            raise ValueError(f"Unknown credit {credit!r}, allowed: {CREDIT_OPTIONS}")
+        if credit == "reward_to_go" and normalize_returns != "zscore":
+            raise ValueError(
+                f"normalize_returns={normalize_returns!r} applies to credit='episode' only: credit='reward_to_go' "
+                "z-scores its per-step advantages (use normalize_returns='zscore')"
+            )
         if trajectory_score not in TRAJECTORY_SCORE_OPTIONS:
             raise ValueError(f"Unknown trajectory_score {trajectory_score!r}, allowed: {TRAJECTORY_SCORE_OPTIONS}")
         for name, value in (("weight_ent_coef", weight_ent_coef), ("ref_kl_coef", ref_kl_coef)):
@@ -139,6 +174,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         if target_kl is not None and not target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None, got {target_kl!r}")
 
+        self.credit = credit
         self.normalize_returns = normalize_returns
         self.trajectory_score = trajectory_score
         self.weight_ent_coef = float(weight_ent_coef)
@@ -172,12 +208,15 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         n_steps = len(batch.episode_index)
         single_chunk = n_steps <= self.batch_size
 
-        # Normalised returns Rn_k (M,)
+        # Normalised returns Rn_k (M,), and with per-step credit the advantages A_{k,t} (N,)
         norm_returns = normalize_returns(batch.returns, self.normalize_returns)
+        advantages = None
+        if self.credit == "reward_to_go":
+            advantages = reward_to_go_advantages(batch.rewards, batch.lengths, self.gamma)
         # Scores of the reference policy (M,): no gradient
         ref_scores = self._episode_scores(self.ref_policy, batch, self.trajectory_score)
         # dL_k / dlog pi(a_t|s_t), (N,)
-        step_scale = self._score_step_scale(batch, self.trajectory_score)
+        step_scale = score_step_scale(batch.episode_index, batch.lengths, self.trajectory_score)
 
         logs: dict[str, list[float]] = {}
         initial_log_probs: th.Tensor | None = None
@@ -201,12 +240,35 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                     print(f"Early stopping at epoch {epoch} due to reaching max kl: {approx_kl:.2f}")
                 break
 
-            # Trajectory scores L_k (M,) and the loss terms (for logging)
+            # Trajectory scores L_k (M,), the loss terms (for logging) and the per-step coefficients dJ/dlog pi_t (N,)
             scores = trajectory_scores(detached_log_probs, batch.episode_index, batch.lengths, self.trajectory_score)
-            terms = haepo_loss(scores, ref_scores, norm_returns, self.weight_ent_coef, self.ref_kl_coef)
-            # c_k = dJ/dL_k (M,) -> per-step coefficient of log pi(a_t|s_t) (N,)
-            score_grad = haepo_score_gradient(scores, ref_scores, norm_returns, self.weight_ent_coef, self.ref_kl_coef)
-            step_coef = score_grad[batch.episode_index] * step_scale
+            if advantages is None:
+                terms = haepo_loss(scores, ref_scores, norm_returns, self.weight_ent_coef, self.ref_kl_coef)
+                # c_k = dJ/dL_k (M,) -> per-step coefficient of log pi(a_t|s_t) (N,)
+                score_grad = haepo_score_gradient(
+                    scores, ref_scores, norm_returns, self.weight_ent_coef, self.ref_kl_coef
+                )
+                step_coef = score_grad[batch.episode_index] * step_scale
+            else:
+                terms = step_credit_loss(
+                    detached_log_probs,
+                    batch.episode_index,
+                    batch.lengths,
+                    ref_scores,
+                    advantages,
+                    self.trajectory_score,
+                    self.weight_ent_coef,
+                    self.ref_kl_coef,
+                )
+                step_coef = step_credit_coefficients(
+                    scores,
+                    ref_scores,
+                    advantages,
+                    batch.episode_index,
+                    step_scale,
+                    self.weight_ent_coef,
+                    self.ref_kl_coef,
+                )
 
             # Pass 2: gradient of the surrogate sum_t step_coef_t * log pi(a_t|s_t) == grad J, and the step
             grad_norm = self._score_gradient_step(batch, step_coef, log_probs if single_chunk else None)

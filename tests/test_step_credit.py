@@ -1,0 +1,154 @@
+"""Per-step credit (``credit="reward_to_go"``): hand-computed reward-to-go and advantages, the gradient against
+autograd, its reduction to the episode-level update, and learning on SB3's identity envs."""
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.envs import IdentityEnv, IdentityEnvMultiDiscrete
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+
+from sb3_haepo import HAEPO, PAPER_PRESET
+from sb3_haepo.common.utils import (
+    discounted_reward_to_go,
+    haepo_score_gradient,
+    normalize_returns,
+    reward_to_go_advantages,
+    score_step_scale,
+    step_credit_coefficients,
+    step_credit_loss,
+    step_times,
+    trajectory_scores,
+)
+
+# Two episodes: rewards (1, 0, 2) and (3, 1)
+REWARDS = th.tensor([1.0, 0.0, 2.0, 3.0, 1.0])
+LENGTHS = th.tensor([3, 2])
+
+
+def test_reward_to_go_by_hand():
+    # gamma = 0.5: episode 0: G_2 = 2, G_1 = 0 + 0.5 * 2 = 1, G_0 = 1 + 0.5 * 1 = 1.5; episode 1: G_1 = 1, G_0 = 3.5
+    assert discounted_reward_to_go(REWARDS, LENGTHS, 0.5).tolist() == [1.5, 1.0, 2.0, 3.5, 1.0]
+    # gamma = 1: reversed cumulative sums
+    assert discounted_reward_to_go(REWARDS, LENGTHS, 1.0).tolist() == [3.0, 2.0, 2.0, 4.0, 1.0]
+    assert step_times(LENGTHS).tolist() == [0, 1, 2, 0, 1]
+
+
+def test_reward_to_go_at_step_zero_is_the_buffer_return():
+    """G_{k,0} is the episode return R_k = sum_t gamma^t r_t that the buffer accumulates."""
+    model = HAEPO("MlpPolicy", "CartPole-v1", gamma=0.9, n_episodes=4, seed=0)
+    model.learn(300)
+    batch = model.rollout_buffer.get()
+    reward_to_go = discounted_reward_to_go(batch.rewards, batch.lengths, 0.9)
+    starts = th.cumsum(batch.lengths, 0) - batch.lengths
+    assert th.allclose(reward_to_go[starts], batch.returns, rtol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [1e-6, 0.999, 1.0])
+def test_reward_to_go_finite_for_long_episodes(gamma):
+    """A 200k-step episode of constant reward: G_t = (1 - gamma^(T - t)) / (1 - gamma), finite for any gamma."""
+    length = 200_000
+    reward_to_go = discounted_reward_to_go(th.ones(length), th.tensor([length]), gamma)
+    assert th.isfinite(reward_to_go).all()
+    remaining = th.arange(length, 0, -1, dtype=th.float64)
+    expected = remaining if gamma == 1.0 else (1 - gamma**remaining) / (1 - gamma)
+    assert th.allclose(reward_to_go.double(), expected, rtol=1e-5)
+
+
+def test_reward_to_go_errors():
+    with pytest.raises(ValueError, match=r"The episode lengths sum to 4 but there are 5 rewards"):
+        discounted_reward_to_go(REWARDS, th.tensor([3, 1]), 0.5)
+    with pytest.raises(ValueError, match=r"gamma must be in \(0, 1\], got 0.0"):
+        discounted_reward_to_go(REWARDS, LENGTHS, 0.0)
+
+
+def test_advantages_by_hand():
+    # gamma = 0.5: G = (1.5, 1, 2 | 3.5, 1). Baselines: t=0: 2.5, t=1: 1, t=2: 2 (episode 0 alone)
+    # G - b = (-1, 0, 0 | 1, 0), population std sqrt(2 / 5)
+    advantages = reward_to_go_advantages(REWARDS, LENGTHS, 0.5)
+    expected = th.tensor([-1.0, 0.0, 0.0, 1.0, 0.0]) / np.sqrt(2 / 5)
+    assert th.allclose(advantages, expected, atol=1e-6)
+
+
+def test_advantages_equal_episodes_give_zero_not_nan():
+    advantages = reward_to_go_advantages(th.ones(6), th.tensor([3, 3]), 0.99)
+    assert advantages.tolist() == [0.0] * 6
+
+
+def test_advantages_have_zero_mean_at_every_time():
+    gen = th.Generator().manual_seed(0)
+    lengths = th.tensor([5, 9, 2, 9, 1])
+    advantages = reward_to_go_advantages(th.randn(int(lengths.sum()), generator=gen), lengths, 0.9)
+    times = step_times(lengths)
+    per_time = th.zeros(9).index_add_(0, times, advantages)
+    assert th.allclose(per_time, th.zeros(9), atol=1e-5)
+    assert abs(float(advantages.std(unbiased=False)) - 1.0) < 1e-5
+
+
+def random_group(seed: int) -> tuple[th.Tensor, ...]:
+    gen = th.Generator().manual_seed(seed)
+    lengths = th.tensor([2, 9, 4, 5])
+    episode_index = th.repeat_interleave(th.arange(4), lengths)
+    log_probs = -th.rand(int(lengths.sum()), generator=gen, dtype=th.float64) * 3
+    ref_scores = th.randn(4, generator=gen, dtype=th.float64)
+    advantages = th.randn(int(lengths.sum()), generator=gen, dtype=th.float64)
+    return lengths, episode_index, log_probs, ref_scores, advantages
+
+
+@pytest.mark.parametrize("score", ["sum", "mean"])
+@pytest.mark.parametrize("beta, lam", [(0.0, 0.0), (0.05, 0.0), (0.0, 0.3), (0.01, 0.02)])
+def test_step_credit_coefficients_equal_autograd(score, beta, lam):
+    lengths, episode_index, log_probs, ref_scores, advantages = random_group(1)
+    log_probs.requires_grad_(True)
+    step_credit_loss(log_probs, episode_index, lengths, ref_scores, advantages, score, beta, lam).loss.backward()
+    scores = trajectory_scores(log_probs.detach(), episode_index, lengths, score)
+    scale = score_step_scale(episode_index, lengths, score, th.float64)
+    analytic = step_credit_coefficients(scores, ref_scores, advantages, episode_index, scale, beta, lam)
+    assert th.allclose(analytic, log_probs.grad, atol=1e-12)
+
+
+@pytest.mark.parametrize("score", ["sum", "mean"])
+def test_step_credit_reduces_to_episode_credit(score):
+    """With A_{k,t} = Rn_k - sum_j w_j Rn_j at every step, the coefficients are the episode-level update's."""
+    lengths, episode_index, log_probs, ref_scores, _ = random_group(2)
+    norm_returns = normalize_returns(th.tensor([1.0, 5.0, 2.0, 0.0], dtype=th.float64))
+    scores = trajectory_scores(log_probs, episode_index, lengths, score)
+    weights = th.softmax(scores, 0)
+    advantages = (norm_returns - (weights * norm_returns).sum())[episode_index]
+    scale = score_step_scale(episode_index, lengths, score, th.float64)
+    step_credit = step_credit_coefficients(scores, ref_scores, advantages, episode_index, scale, 0.03, 0.07)
+    episode = haepo_score_gradient(scores, ref_scores, norm_returns, 0.03, 0.07)[episode_index] * scale
+    assert th.allclose(step_credit, episode, atol=1e-12)
+
+
+def test_step_credit_coefficient_by_hand():
+    """beta = lam = 0, equal scores (w = 1/2), mean score: coefficient = -A_{k,t} / (2 T_k)."""
+    lengths = th.tensor([2, 1])
+    episode_index = th.tensor([0, 0, 1])
+    scores = th.zeros(2)
+    advantages = th.tensor([1.0, -2.0, 4.0])
+    scale = score_step_scale(episode_index, lengths, "mean")
+    coefficients = step_credit_coefficients(scores, scores, advantages, episode_index, scale, 0.0, 0.0)
+    assert th.allclose(coefficients, th.tensor([-0.25, 0.5, -2.0]))
+
+
+def test_step_credit_shape_errors():
+    with pytest.raises(ValueError, match=r"must have the same shape \(n_steps,\), got \(3,\), \(2,\) and \(2,\)"):
+        step_credit_coefficients(th.zeros(2), th.zeros(2), th.zeros(3), th.zeros(2, dtype=th.long), th.ones(2), 0, 0)
+
+
+@pytest.mark.parametrize("env_class", [IdentityEnv, IdentityEnvMultiDiscrete])
+def test_reward_to_go_learns_identity_envs(env_class):
+    """SB3's identity envs with the tests' per-step discount gamma=0.4, 5k steps, seed 0: reach 90 of 100."""
+    env = Monitor(env_class(4))
+    model = HAEPO("MlpPolicy", env, credit="reward_to_go", gamma=0.4, seed=0, device="cpu")
+    model.learn(5000)
+    env.reset(seed=1000)
+    env.action_space.seed(1000)
+    mean, _ = evaluate_policy(model, env, n_eval_episodes=20)
+    assert mean >= 90
+
+
+def test_paper_preset():
+    model = HAEPO("MlpPolicy", "CartPole-v1", **PAPER_PRESET)
+    assert (model.credit, model.trajectory_score, model.gamma) == ("episode", "sum", 1.0)
