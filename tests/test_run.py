@@ -319,6 +319,8 @@ def test_nan_reward_raises():
         (dict(gamma=1.5), r"gamma must be in \(0, 1\], got 1.5"),
         (dict(max_grad_norm=0.0), r"max_grad_norm must be > 0, got 0.0"),
         (dict(target_kl=-0.01), r"target_kl must be > 0 or None, got -0.01"),
+        (dict(minibatch_size=0), r"minibatch_size must be an integer >= 1 or None, got 0"),
+        (dict(clip_range=-0.2), r"clip_range must be a finite number > 0 or None, got -0.2"),
         (dict(max_episode_steps=0), r"max_episode_steps must be an integer >= 1, got 0"),
     ],
 )

@@ -4,12 +4,14 @@ autograd, its reduction to the episode-level update, and learning on SB3's ident
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.envs import IdentityEnv, IdentityEnvMultiDiscrete
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from sb3_haepo import HAEPO, PAPER_PRESET
 from sb3_haepo.common.utils import (
+    clipped_step_loss,
     discounted_reward_to_go,
     haepo_score_gradient,
     normalize_returns,
@@ -152,3 +154,79 @@ def test_reward_to_go_learns_identity_envs(env_class):
 def test_paper_preset():
     model = HAEPO("MlpPolicy", "CartPole-v1", **PAPER_PRESET)
     assert (model.credit, model.trajectory_score, model.gamma) == ("episode", "sum", 1.0)
+
+
+@pytest.mark.parametrize("clip_range", [None, 0.2])
+def test_clipped_surrogate_gradient_at_ratio_one_is_exact(clip_range):
+    """At rho = 1 the clipped surrogate's gradient is the exact per-step coefficient c_t (step_credit_coefficients)."""
+    lengths, episode_index, log_probs, ref_scores, advantages = random_group(4)
+    scores = trajectory_scores(log_probs, episode_index, lengths, "mean")
+    scale = score_step_scale(episode_index, lengths, "mean", th.float64)
+    coef = step_credit_coefficients(scores, ref_scores, advantages, episode_index, scale, 0.03, 0.07)
+    return_coef = th.softmax(scores, 0)[episode_index] * scale * advantages
+    current = log_probs.clone().requires_grad_(True)
+    terms = clipped_step_loss(current, log_probs, coef, return_coef, clip_range)
+    terms.loss.backward()
+    assert th.allclose(current.grad, coef, atol=1e-12)
+    assert float(terms.clip_fraction) == 0.0
+
+
+def test_clipped_surrogate_by_hand():
+    """Ratios e^0.5 (outside 1 +- 0.2) and e^-0.5: the clip removes the return term's push only where the ratio has
+    moved in the direction of its advantage; the regulariser part (c + a) log pi always acts."""
+    log_probs = th.tensor([0.5, -0.5, 0.5, -0.5], dtype=th.float64, requires_grad=True)
+    old = th.zeros(4, dtype=th.float64)
+    return_coef = th.tensor([1.0, 1.0, -1.0, -1.0], dtype=th.float64)
+    step_coef = -return_coef + 0.1  # c_t = -a_t + (regulariser part 0.1)
+    terms = clipped_step_loss(log_probs, old, step_coef, return_coef, 0.2)
+    terms.loss.backward()
+    ratio = th.exp(log_probs.detach())
+    # step 0: a > 0, rho > 1.2: clipped, no return-term gradient; step 1: a > 0, rho < 0.8: unclipped, -a rho
+    # step 2: a < 0, rho > 1.2: unclipped (min picks rho * a), -a rho; step 3: a < 0, rho < 0.8: clipped
+    expected = th.tensor([0.0, -ratio[1], ratio[2], 0.0], dtype=th.float64) + 0.1
+    assert th.allclose(log_probs.grad, expected, atol=1e-12)
+    assert float(terms.clip_fraction) == 1.0
+
+
+def test_clipped_surrogate_errors():
+    with pytest.raises(ValueError, match=r"clip_range must be > 0 or None, got 0.0"):
+        clipped_step_loss(th.zeros(2), th.zeros(2), th.zeros(2), th.zeros(2), 0.0)
+    with pytest.raises(ValueError, match=r"Expected 1D tensors of the same shape"):
+        clipped_step_loss(th.zeros(2), th.zeros(3), th.zeros(2), th.zeros(2), 0.2)
+
+
+@pytest.mark.parametrize("credit", ["episode", "reward_to_go"])
+def test_one_full_minibatch_unclipped_equals_exact_update(credit):
+    """minibatch_size >= N with one epoch: the clipped update's single step is the exact update's step."""
+    class StopAfterFirstUpdate(BaseCallback):
+        def _on_step(self) -> bool:
+            return self.model._n_train_calls == 0
+
+    params = []
+    for kwargs in ({}, {"minibatch_size": 100_000, "clip_range": 0.2}):
+        model = HAEPO("MlpPolicy", "CartPole-v1", n_episodes=4, n_epochs=1, credit=credit, seed=0, **kwargs)
+        model.learn(300, callback=StopAfterFirstUpdate())
+        assert model._n_train_calls == 1
+        params.append(th.nn.utils.parameters_to_vector(model.policy.parameters()).detach())
+    assert th.allclose(params[0], params[1], atol=1e-6)
+
+
+def test_minibatch_steps_per_epoch():
+    """One optimizer step per minibatch: 3 epochs of ceil(N / 16) steps on a group of N steps."""
+    model = HAEPO("MlpPolicy", "CartPole-v1", n_episodes=4, n_epochs=3, minibatch_size=16, clip_range=0.2, seed=0)
+    counts: list[list[int]] = []
+    optimizer_step, train = model.policy.optimizer.step, model.train
+
+    def counting_step(*args, **kwargs):
+        counts[-1][1] += 1
+        return optimizer_step(*args, **kwargs)
+
+    def counting_train():
+        counts.append([len(model.rollout_buffer.get().episode_index), 0])
+        train()
+
+    model.policy.optimizer.step = counting_step
+    model.train = counting_train
+    model.learn(300)
+    assert len(counts) >= 1
+    assert all(n_optimizer_steps == 3 * -(-n_steps // 16) for n_steps, n_optimizer_steps in counts)

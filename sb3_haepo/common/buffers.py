@@ -290,3 +290,22 @@ class EpisodeBuffer:
         self._completed_truncated.clear()
         self._completed_envs.clear()
         return n_before - self.size
+
+
+def select_steps(batch: EpisodeBatch, indices: th.Tensor) -> EpisodeBatch:
+    """
+    :return: ``batch`` restricted to the steps at ``indices`` (per-step fields only; per-episode fields unchanged)
+    """
+    numpy_indices = indices.cpu().numpy()
+    observations: np.ndarray | dict[str, np.ndarray]
+    if isinstance(batch.observations, dict):
+        observations = {key: obs[numpy_indices] for key, obs in batch.observations.items()}
+    else:
+        observations = batch.observations[numpy_indices]
+    return batch._replace(
+        observations=observations,
+        actions=batch.actions[indices],
+        behaviour_log_probs=batch.behaviour_log_probs[indices],
+        rewards=batch.rewards[indices],
+        episode_index=batch.episode_index[indices],
+    )

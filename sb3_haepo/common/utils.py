@@ -24,7 +24,7 @@ def _check_1d_same_shape(**tensors: th.Tensor) -> None:
     shapes = {name: tuple(tensor.shape) for name, tensor in tensors.items()}
     first = next(iter(shapes.values()))
     if len(first) != 1 or any(shape != first for shape in shapes.values()):
-        raise ValueError(f"Expected 1D tensors of the same shape (n_episodes,), got shapes {shapes}")
+        raise ValueError(f"Expected 1D tensors of the same shape, got shapes {shapes}")
 
 
 def segment_sum(values: th.Tensor, segment_index: th.Tensor, n_segments: int) -> th.Tensor:
@@ -375,6 +375,61 @@ def step_credit_coefficients(
         regularisers = haepo_score_gradient(scores, ref_scores, th.zeros_like(scores), weight_ent_coef, ref_kl_coef)
         weights = th.softmax(scores, dim=0)
         return step_scale * (regularisers[episode_index] - weights[episode_index] * advantages)
+
+
+class ClippedStepLoss(NamedTuple):
+    """The clipped per-step surrogate of HAEPO's minibatch update and its diagnostics (scalars)."""
+
+    loss: th.Tensor
+    clip_fraction: th.Tensor
+
+
+def clipped_step_loss(
+    log_probs: th.Tensor,
+    old_log_probs: th.Tensor,
+    step_coef: th.Tensor,
+    return_coef: th.Tensor,
+    clip_range: float | None,
+) -> ClippedStepLoss:
+    """
+    The surrogate of HAEPO's minibatch epochs (``clip_range`` / ``minibatch_size``, docs/METHOD.md section 9.4),
+    differentiable with respect to ``log_probs``.
+
+    .. math::
+
+        \\rho_t = \\exp(\\log\\pi_t - \\log\\pi^{old}_t), \\qquad
+        S = - \\sum_t \\min(\\rho_t a_t, \\mathrm{clip}(\\rho_t, 1 - \\epsilon, 1 + \\epsilon) a_t)
+            + \\sum_t (c_t + a_t) \\log\\pi_t
+
+    where ``c_t = dJ/dlog pi_t`` are the exact per-step coefficients (:func:`step_credit_coefficients` or the
+    episode-level ones) and ``a_t`` the part of ``-c_t`` that comes from the return term (``w_k s_k A_{k,t}``).
+    At ``rho = 1`` (the first step of an update) the gradient is exactly ``sum_t c_t grad log pi_t``, the gradient
+    of HAEPO's loss; as the policy moves, PPO's clip removes the return term's push on the steps whose ratio has
+    left ``[1 - eps, 1 + eps]`` in the direction of their advantage. The regularisers' part ``(c_t + a_t) log pi_t``
+    is never clipped. ``clip_range=None`` keeps the ratio without clipping.
+
+    :param log_probs: ``log pi_theta(a_t|s_t)`` under the current policy, shape (N,)
+    :param old_log_probs: the same at the start of the update, shape (N,) (detached here)
+    :param step_coef: ``c_t``, shape (N,)
+    :param return_coef: ``a_t``, shape (N,)
+    :param clip_range: ``eps`` (> 0) or None
+    :return: the surrogate (summed over the steps) and the fraction of clipped steps
+    """
+    _check_1d_same_shape(
+        log_probs=log_probs, old_log_probs=old_log_probs, step_coef=step_coef, return_coef=return_coef
+    )
+    if clip_range is not None and not clip_range > 0:
+        raise ValueError(f"clip_range must be > 0 or None, got {clip_range!r}")
+    ratio = th.exp(log_probs - old_log_probs.detach())
+    return_coef = return_coef.detach()
+    surrogate = ratio * return_coef
+    clip_fraction = th.zeros((), device=log_probs.device)
+    if clip_range is not None:
+        clipped = th.clamp(ratio, 1 - clip_range, 1 + clip_range) * return_coef
+        surrogate = th.min(surrogate, clipped)
+        clip_fraction = ((ratio - 1).abs() > clip_range).float().mean().detach()
+    loss = -surrogate.sum() + ((step_coef.detach() + return_coef) * log_probs).sum()
+    return ClippedStepLoss(loss, clip_fraction)
 
 
 def weight_diagnostics(log_weights: th.Tensor, ref_scores: th.Tensor) -> dict[str, float]:

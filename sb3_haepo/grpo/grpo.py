@@ -6,28 +6,9 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
-from sb3_haepo.common.type_aliases import EpisodeBatch
+from sb3_haepo.common.buffers import select_steps
 from sb3_haepo.common.utils import grpo_loss, grpo_step_advantages
 from sb3_haepo.grpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
-
-
-def select_steps(batch: EpisodeBatch, indices: th.Tensor) -> EpisodeBatch:
-    """
-    :return: ``batch`` restricted to the steps at ``indices`` (per-step fields only; per-episode fields unchanged)
-    """
-    numpy_indices = indices.cpu().numpy()
-    observations: np.ndarray | dict[str, np.ndarray]
-    if isinstance(batch.observations, dict):
-        observations = {key: obs[numpy_indices] for key, obs in batch.observations.items()}
-    else:
-        observations = batch.observations[numpy_indices]
-    return batch._replace(
-        observations=observations,
-        actions=batch.actions[indices],
-        behaviour_log_probs=batch.behaviour_log_probs[indices],
-        rewards=batch.rewards[indices],
-        episode_index=batch.episode_index[indices],
-    )
 
 
 class GRPO(EpisodicOnPolicyAlgorithm):

@@ -5,7 +5,9 @@ import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
+from sb3_haepo.common.buffers import select_steps
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
+from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import (
     CREDIT_OPTIONS,
     NORMALIZE_RETURNS_OPTIONS,
@@ -13,6 +15,7 @@ from sb3_haepo.common.utils import (
     NormalizeReturns,
     Credit,
     TrajectoryScore,
+    clipped_step_loss,
     haepo_loss,
     haepo_score_gradient,
     normalize_returns,
@@ -55,7 +58,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
     :param n_episodes: Number of complete episodes per update, the group size M (>= 2). A rollout ends when this
         many episodes have completed across all envs; every episode that completes on that last step joins the
         group, so it can hold up to ``n_episodes + n_envs - 1`` episodes. Unfinished episodes go to the next group.
-    :param n_epochs: Number of gradient steps on each group (each is one full-batch step over the whole group)
+    :param n_epochs: Number of passes over each group. With the defaults each pass is one full-batch gradient step;
+        with ``minibatch_size`` it is one step per minibatch.
     :param batch_size: Number of steps evaluated at once when computing the gradient. The gradient is the same for
         any value (it is accumulated over chunks); smaller values use less memory.
     :param gamma: Discount factor. The reward-to-go of step ``t`` is ``G_t = sum_{t' >= t} gamma^(t' - t) r_t'``
@@ -80,6 +84,13 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         term acts from the second epoch on.
     :param ref_update_interval: The reference policy is replaced by a copy of the current policy at the start of
         every ``ref_update_interval``-th update (1: every update)
+    :param minibatch_size: None (default): each epoch is one step along the exact full-batch gradient. An integer:
+        each epoch shuffles the group's steps and takes one step per minibatch of this many steps, on the clipped
+        surrogate of ``clip_range`` (docs/METHOD.md section 9.4), with the episode weights and advantages computed
+        once per epoch on the whole group.
+    :param clip_range: PPO's clip of the per-step probability ratio against the policy at the start of the update,
+        applied to the return term (None: no clipping). With ``minibatch_size=None`` and ``clip_range=None`` the
+        update is the exact gradient of HAEPO's loss.
     :param max_grad_norm: The maximum value for the gradient clipping
     :param target_kl: Limit the KL divergence between the policy at the start of the update and the updated policy
         (mean over the group's steps, estimated as in PPO): the epochs stop early once it exceeds
@@ -124,6 +135,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         weight_ent_coef: float = 0.01,
         ref_kl_coef: float = 0.01,
         ref_update_interval: int = 1,
+        minibatch_size: int | None = None,
+        clip_range: float | None = None,
         max_grad_norm: float = 0.5,
         target_kl: float | None = None,
         max_episode_steps: int = 100_000,
@@ -173,6 +186,10 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if target_kl is not None and not target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None, got {target_kl!r}")
+        if minibatch_size is not None and (not isinstance(minibatch_size, (int, np.integer)) or minibatch_size < 1):
+            raise ValueError(f"minibatch_size must be an integer >= 1 or None, got {minibatch_size!r}")
+        if clip_range is not None and not (np.isfinite(clip_range) and clip_range > 0):
+            raise ValueError(f"clip_range must be a finite number > 0 or None, got {clip_range!r}")
 
         self.credit = credit
         self.normalize_returns = normalize_returns
@@ -180,6 +197,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         self.weight_ent_coef = float(weight_ent_coef)
         self.ref_kl_coef = float(ref_kl_coef)
         self.target_kl = target_kl
+        self.minibatch_size = None if minibatch_size is None else int(minibatch_size)
+        self.clip_range = None if clip_range is None else float(clip_range)
 
         if _init_setup_model:
             self._setup_model()
@@ -194,7 +213,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         2. the gradient of the surrogate ``sum_t c_{k(t)} dL_k/dlog pi_t * log pi(a_t|s_t)``, accumulated over
            chunks of ``batch_size`` steps. It equals the gradient of ``J`` exactly, with memory bounded by the chunk.
 
-        When the whole group fits in one chunk, both passes share one forward pass.
+        When the whole group fits in one chunk, both passes share one forward pass. With ``minibatch_size`` or
+        ``clip_range``, pass 2 is replaced by minibatch steps on the clipped surrogate (docs/METHOD.md section 9.4).
         """
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
@@ -206,7 +226,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
 
         batch = self.rollout_buffer.get()
         n_steps = len(batch.episode_index)
-        single_chunk = n_steps <= self.batch_size
+        exact = self.minibatch_size is None and self.clip_range is None
+        single_chunk = exact and n_steps <= self.batch_size
 
         # Normalised returns Rn_k (M,), and with per-step credit the advantages A_{k,t} (N,)
         norm_returns = normalize_returns(batch.returns, self.normalize_returns)
@@ -270,8 +291,20 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                     self.ref_kl_coef,
                 )
 
-            # Pass 2: gradient of the surrogate sum_t step_coef_t * log pi(a_t|s_t) == grad J, and the step
-            grad_norm = self._score_gradient_step(batch, step_coef, log_probs if single_chunk else None)
+            if exact:
+                # Pass 2: gradient of the surrogate sum_t step_coef_t * log pi(a_t|s_t) == grad J, and the step
+                grad_norm = self._score_gradient_step(batch, step_coef, log_probs if single_chunk else None)
+            else:
+                # The return term's share a_t of -step_coef: w_k s_k A_{k,t}, with the episode-level advantage
+                # A_{k,t} = Rn_k - sum_j w_j Rn_j under credit="episode" (docs/METHOD.md section 9.3)
+                weights = th.softmax(scores, 0)[batch.episode_index]
+                if advantages is None:
+                    step_advantages = (norm_returns - (th.softmax(scores, 0) * norm_returns).sum())[batch.episode_index]
+                else:
+                    step_advantages = advantages
+                return_coef = weights * step_scale * step_advantages
+                grad_norm, clip_fraction = self._minibatch_steps(batch, step_coef, return_coef, initial_log_probs)
+                logs.setdefault("clip_fraction", []).append(clip_fraction)
 
             epoch_logs = {
                 "loss": float(terms.loss),
@@ -290,3 +323,29 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         self._record_train_logs(logs, batch)
         self.logger.record("train/n_epochs", len(logs.get("loss", [])))
         self.logger.record("train/continue_training", continue_training)
+
+    def _minibatch_steps(
+        self, batch: EpisodeBatch, step_coef: th.Tensor, return_coef: th.Tensor, old_log_probs: th.Tensor
+    ) -> tuple[float, float]:
+        """
+        One epoch of minibatch steps on the clipped surrogate (:func:`clipped_step_loss`, docs/METHOD.md section
+        9.4). Each minibatch's surrogate is scaled by ``N / minibatch`` so that its gradient estimates the
+        full-batch one.
+
+        :return: the mean gradient norm before clipping, and the mean fraction of clipped steps
+        """
+        n_steps = len(batch.episode_index)
+        minibatch_size = self.minibatch_size or n_steps
+        grad_norms, clip_fractions = [], []
+        for indices in th.randperm(n_steps, device=self.device).split(minibatch_size):
+            minibatch = select_steps(batch, indices)
+            log_probs, _ = self._step_log_probs(self.policy, minibatch, len(indices))
+            terms = clipped_step_loss(
+                log_probs, old_log_probs[indices], step_coef[indices], return_coef[indices], self.clip_range
+            )
+            self.policy.optimizer.zero_grad()
+            (terms.loss * (n_steps / len(indices))).backward()
+            grad_norms.append(float(th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)))
+            self.policy.optimizer.step()
+            clip_fractions.append(float(terms.clip_fraction))
+        return float(np.mean(grad_norms)), float(np.mean(clip_fractions))
