@@ -293,12 +293,15 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
     :param additional_args: extra arguments of the zoo (HER settings, unused)
     :return: the keyword arguments for HAEPO
     """
+    credit = trial.suggest_categorical("credit", ["reward_to_go", "episode"])
     sampled_params: dict[str, Any] = {
+        "credit": credit,
         "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
         "n_episodes": trial.suggest_categorical("n_episodes", [4, 8, 16, 32, 64]),
-        "n_epochs": trial.suggest_categorical("n_epochs", [1, 2, 4, 8, 16]),
+        "n_epochs": trial.suggest_categorical("n_epochs", [1, 2, 4, 8, 10, 16]),
+        "minibatch_size": trial.suggest_categorical("minibatch_size", [None, 32, 64, 128, 256]),
+        "clip_range": trial.suggest_categorical("clip_range", [None, 0.1, 0.2, 0.3]),
         "gamma": trial.suggest_categorical("gamma", [0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0]),
-        "normalize_returns": trial.suggest_categorical("normalize_returns", ["zscore", "sum"]),
         "trajectory_score": trial.suggest_categorical("trajectory_score", ["mean", "sum"]),
         "weight_ent_coef": trial.suggest_float("weight_ent_coef", 1e-4, 0.5, log=True),
         "ref_kl_coef": trial.suggest_float("ref_kl_coef", 1e-4, 0.5, log=True),
@@ -308,6 +311,9 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
         "net_arch": trial.suggest_categorical("net_arch", list(NET_ARCH)),
         "activation_fn": trial.suggest_categorical("activation_fn", list(ACTIVATION_FN)),
     }
+    if credit == "episode":
+        # credit="reward_to_go" z-scores its per-step advantages: normalize_returns applies to episode credit only
+        sampled_params["normalize_returns"] = trial.suggest_categorical("normalize_returns", ["zscore", "sum"])
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     if n_actions > 0:
         # Gaussian policy: initial exploration noise

@@ -33,6 +33,8 @@ from sb3_haepo.experiments.steps_to_solve import Setting, format_cell, parse_hyp
 from sb3_haepo.haepo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SMALL = dict(n_episodes=4, n_epochs=2, policy_kwargs=dict(net_arch=[16]), seed=0)
+# The exact full-batch update (the two-pass gradient, chunked by batch_size)
+EXACT = dict(minibatch_size=None, clip_range=None)
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
@@ -225,7 +227,7 @@ def test_chunked_gradient_equals_single_chunk(credit):
     """batch_size only changes memory: one update gives the same parameters with chunks of 7 steps or one chunk."""
     params = []
     for batch_size in (7, 100_000):
-        model = HAEPO("MlpPolicy", "CartPole-v1", batch_size=batch_size, credit=credit, **SMALL)
+        model = HAEPO("MlpPolicy", "CartPole-v1", batch_size=batch_size, credit=credit, **EXACT, **SMALL)
         model.learn(300)
         assert model._n_train_calls >= 1
         params.append(th.nn.utils.parameters_to_vector(model.policy.parameters()).detach())
@@ -405,7 +407,7 @@ def test_gsde_noise_resets(sde_sample_freq, n_resets):
 def test_gsde_chunked_gradient_and_save_load(tmp_path):
     params = []
     for batch_size in (7, 100_000):
-        model = HAEPO("MlpPolicy", "Pendulum-v1", use_sde=True, batch_size=batch_size, credit="reward_to_go", **SMALL)
+        model = HAEPO("MlpPolicy", "Pendulum-v1", use_sde=True, batch_size=batch_size, **EXACT, **SMALL)
         model.learn(800)
         params.append(th.nn.utils.parameters_to_vector(model.policy.parameters()).detach())
     assert th.allclose(params[0], params[1], atol=1e-6)

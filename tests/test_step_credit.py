@@ -9,7 +9,7 @@ from stable_baselines3.common.envs import IdentityEnv, IdentityEnvMultiDiscrete
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
-from sb3_haepo import HAEPO, PAPER_PRESET
+from sb3_haepo import EPISODE_CREDIT_PRESET, HAEPO, PAPER_PRESET
 from sb3_haepo.common.utils import (
     clipped_step_loss,
     discounted_reward_to_go,
@@ -151,9 +151,13 @@ def test_reward_to_go_learns_identity_envs(env_class):
     assert mean >= 90
 
 
-def test_paper_preset():
+def test_presets():
     model = HAEPO("MlpPolicy", "CartPole-v1", **PAPER_PRESET)
     assert (model.credit, model.trajectory_score, model.gamma) == ("episode", "sum", 1.0)
+    assert (model.minibatch_size, model.clip_range) == (None, None)
+    model = HAEPO("MlpPolicy", "CartPole-v1", **EPISODE_CREDIT_PRESET)
+    assert (model.credit, model.trajectory_score, model.gamma, model.n_epochs) == ("episode", "mean", 1.0, 4)
+    assert (model.minibatch_size, model.clip_range, model.learning_rate) == (None, None, 3e-3)
 
 
 @pytest.mark.parametrize("clip_range", [None, 0.2])
@@ -198,12 +202,13 @@ def test_clipped_surrogate_errors():
 @pytest.mark.parametrize("credit", ["episode", "reward_to_go"])
 def test_one_full_minibatch_unclipped_equals_exact_update(credit):
     """minibatch_size >= N with one epoch: the clipped update's single step is the exact update's step."""
+
     class StopAfterFirstUpdate(BaseCallback):
         def _on_step(self) -> bool:
             return self.model._n_train_calls == 0
 
     params = []
-    for kwargs in ({}, {"minibatch_size": 100_000, "clip_range": 0.2}):
+    for kwargs in ({"minibatch_size": None, "clip_range": None}, {"minibatch_size": 100_000, "clip_range": 0.2}):
         model = HAEPO("MlpPolicy", "CartPole-v1", n_episodes=4, n_epochs=1, credit=credit, seed=0, **kwargs)
         model.learn(300, callback=StopAfterFirstUpdate())
         assert model._n_train_calls == 1

@@ -125,9 +125,7 @@ def discounted_reward_to_go(rewards: th.Tensor, episode_lengths: th.Tensor, gamm
     if rewards.ndim != 1:
         raise ValueError(f"rewards must have shape (n_steps,), got {tuple(rewards.shape)}")
     if int(episode_lengths.sum()) != len(rewards):
-        raise ValueError(
-            f"The episode lengths sum to {int(episode_lengths.sum())} but there are {len(rewards)} rewards"
-        )
+        raise ValueError(f"The episode lengths sum to {int(episode_lengths.sum())} but there are {len(rewards)} rewards")
     if not 0.0 < gamma <= 1.0:
         raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
     numpy_rewards = rewards.detach().cpu().numpy().astype(np.float64)
@@ -141,9 +139,7 @@ def discounted_reward_to_go(rewards: th.Tensor, episode_lengths: th.Tensor, gamm
     return th.as_tensor(reward_to_go, dtype=th.float32, device=rewards.device)
 
 
-def reward_to_go_advantages(
-    rewards: th.Tensor, episode_lengths: th.Tensor, gamma: float, eps: float = 1e-8
-) -> th.Tensor:
+def reward_to_go_advantages(rewards: th.Tensor, episode_lengths: th.Tensor, gamma: float, eps: float = 1e-8) -> th.Tensor:
     """
     Per-step advantages from the discounted reward-to-go and a time-indexed group baseline (docs/METHOD.md
     section 9).
@@ -415,9 +411,7 @@ def clipped_step_loss(
     :param clip_range: ``eps`` (> 0) or None
     :return: the surrogate (summed over the steps) and the fraction of clipped steps
     """
-    _check_1d_same_shape(
-        log_probs=log_probs, old_log_probs=old_log_probs, step_coef=step_coef, return_coef=return_coef
-    )
+    _check_1d_same_shape(log_probs=log_probs, old_log_probs=old_log_probs, step_coef=step_coef, return_coef=return_coef)
     if clip_range is not None and not clip_range > 0:
         raise ValueError(f"clip_range must be > 0 or None, got {clip_range!r}")
     ratio = th.exp(log_probs - old_log_probs.detach())

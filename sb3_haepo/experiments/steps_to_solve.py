@@ -20,7 +20,7 @@ import torch as th
 from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.env_util import make_vec_env
 
-from sb3_haepo import HAEPO
+from sb3_haepo import EPISODE_CREDIT_PRESET, HAEPO, PAPER_PRESET
 from sb3_haepo.benchmark.runner import parse_hyperparams as parse_assignments
 from sb3_haepo.experiments import published
 
@@ -40,23 +40,53 @@ class Setting:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
 
 
+# The settings before per-step credit became the default (2026-11-26): the earlier rows of the table, kept to show
+# how those defaults were chosen, each a change from EPISODE_CREDIT_PRESET
+PREVIOUS = "previous defaults (`**EPISODE_CREDIT_PRESET`)"
+
 DEFAULTS_TABLE = [
-    Setting("**defaults** (`n_episodes=8`, lr 3e-3, `zscore`, `mean` score, beta = lam = 0.01)"),
-    Setting("`n_episodes=16` (the first default)", {"n_episodes": 16}),
-    Setting("`n_episodes=16, learning_rate=1e-3`", {"n_episodes": 16, "learning_rate": 1e-3}, seeds=(0, 1, 2)),
     Setting(
-        '`n_episodes=16, trajectory_score="sum"` (the paper\'s score)',
-        {"n_episodes": 16, "trajectory_score": "sum"},
+        '**defaults** (`credit="reward_to_go"`, `gamma=0.99`, 10 epochs of 64-step minibatches, `clip_range=0.2`, '
+        "lr 1e-3, `n_episodes=8`, beta = lam = 0.01)"
+    ),
+    Setting('`credit="episode"`', {"credit": "episode"}, seeds=(0, 1, 2)),
+    Setting(
+        '`credit="episode", gamma=1.0` (the episode-level update with these epochs)',
+        {"credit": "episode", "gamma": 1.0},
         seeds=(0, 1, 2),
     ),
-    Setting('`n_episodes=16, normalize_returns="sum"`', {"n_episodes": 16, "normalize_returns": "sum"}, seeds=(0, 1, 2)),
     Setting(
-        "`n_episodes=16, weight_ent_coef=0, ref_kl_coef=0`",
-        {"n_episodes": 16, "weight_ent_coef": 0.0, "ref_kl_coef": 0.0},
+        "`minibatch_size=None, clip_range=None` (10 exact full-batch epochs)",
+        {"minibatch_size": None, "clip_range": None},
         seeds=(0, 1, 2),
     ),
-    Setting("`n_episodes=8`, 8 envs", n_envs=8),
-    Setting("`n_episodes=16`, 8 envs", {"n_episodes": 16}, n_envs=8, seeds=(0, 1, 2, 3)),
+    Setting("`learning_rate=3e-4`", {"learning_rate": 3e-4}, seeds=(0, 1, 2)),
+    Setting("8 envs", n_envs=8),
+    Setting("the paper's formulation (`**PAPER_PRESET`)", dict(PAPER_PRESET), seeds=(0, 1, 2)),
+    Setting(PREVIOUS, dict(EPISODE_CREDIT_PRESET)),
+    Setting(f"{PREVIOUS}, `n_episodes=16`", {**EPISODE_CREDIT_PRESET, "n_episodes": 16}),
+    Setting(
+        f"{PREVIOUS}, `n_episodes=16, learning_rate=1e-3`",
+        {**EPISODE_CREDIT_PRESET, "n_episodes": 16, "learning_rate": 1e-3},
+        seeds=(0, 1, 2),
+    ),
+    Setting(
+        f'{PREVIOUS}, `n_episodes=16, trajectory_score="sum"` (the paper\'s score)',
+        {**EPISODE_CREDIT_PRESET, "n_episodes": 16, "trajectory_score": "sum"},
+        seeds=(0, 1, 2),
+    ),
+    Setting(
+        f'{PREVIOUS}, `n_episodes=16, normalize_returns="sum"`',
+        {**EPISODE_CREDIT_PRESET, "n_episodes": 16, "normalize_returns": "sum"},
+        seeds=(0, 1, 2),
+    ),
+    Setting(
+        f"{PREVIOUS}, `n_episodes=16, weight_ent_coef=0, ref_kl_coef=0`",
+        {**EPISODE_CREDIT_PRESET, "n_episodes": 16, "weight_ent_coef": 0.0, "ref_kl_coef": 0.0},
+        seeds=(0, 1, 2),
+    ),
+    Setting(f"{PREVIOUS}, 8 envs", dict(EPISODE_CREDIT_PRESET), n_envs=8),
+    Setting(f"{PREVIOUS}, `n_episodes=16`, 8 envs", {**EPISODE_CREDIT_PRESET, "n_episodes": 16}, n_envs=8, seeds=(0, 1, 2, 3)),
 ]
 
 

@@ -1,4 +1,4 @@
-from sb3_haepo.haepo.haepo import HAEPO, PAPER_PRESET
+from sb3_haepo.haepo.haepo import EPISODE_CREDIT_PRESET, HAEPO, PAPER_PRESET
 from sb3_haepo.haepo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
-__all__ = ["HAEPO", "PAPER_PRESET", "CnnPolicy", "MlpPolicy", "MultiInputPolicy"]
+__all__ = ["EPISODE_CREDIT_PRESET", "HAEPO", "PAPER_PRESET", "CnnPolicy", "MlpPolicy", "MultiInputPolicy"]
