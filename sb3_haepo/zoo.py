@@ -39,7 +39,7 @@ import runpy
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -327,9 +327,13 @@ def convert_haepo_params(params: dict[str, Any]) -> dict[str, Any]:
 
     :param params: the trial parameters (``trial.params``)
     :return: the keyword arguments for HAEPO, with ``net_arch``, ``activation_fn`` and ``log_std_init``
-        moved into ``policy_kwargs``
+        moved into ``policy_kwargs``, and ``normalize_returns="zscore"`` with ``credit="reward_to_go"`` (the only
+        normalisation it takes, so that a yml entry's ``normalize_returns`` cannot make the trial invalid)
     """
     hyperparams = dict(params)
+    if hyperparams.get("credit") == "reward_to_go":
+        # Per-step credit z-scores its advantages: override a yml's normalize_returns (e.g. "sum" with episode credit)
+        hyperparams.setdefault("normalize_returns", "zscore")
     policy_kwargs: dict[str, Any] = {}
     if "net_arch" in hyperparams:
         policy_kwargs["net_arch"] = NET_ARCH[hyperparams.pop("net_arch")]
@@ -354,10 +358,36 @@ def register() -> None:
     import rl_zoo3.hyperparams_opt as zoo_hyperparams_opt
     import rl_zoo3.utils as zoo_utils
 
+    import rl_zoo3.exp_manager as zoo_exp_manager
+
     # The zoo modules import these dicts by reference: mutate them, never rebind them
     zoo_utils.ALGOS[ALGO_NAME] = HAEPO
     zoo_hyperparams_opt.HYPERPARAMS_SAMPLER[ALGO_NAME] = sample_haepo_params
     zoo_hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO_NAME] = convert_haepo_params  # type: ignore[assignment]
+    manager = zoo_exp_manager.ExperimentManager
+    if not getattr(manager._preprocess_schedules, "keeps_none", False):
+        manager._preprocess_schedules = staticmethod(  # type: ignore[method-assign]
+            keep_none_schedules(manager._preprocess_schedules)
+        )
+
+
+def keep_none_schedules(preprocess: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """
+    Wrap the zoo's ``ExperimentManager._preprocess_schedules`` so that a yml value ``null`` for ``clip_range`` passes
+    through as None (HAEPO: no clip, the exact update with ``minibatch_size: null``) instead of being rejected. Every
+    other value is preprocessed by the zoo as before (``lin_0.2`` and numbers become schedules).
+
+    :param preprocess: the zoo's function
+    :return: the wrapped function (marked ``keeps_none``, so that :func:`register` wraps it once)
+    """
+
+    def wrapped(hyperparams: dict[str, Any]) -> dict[str, Any]:
+        kept = {key: None for key in ("clip_range",) if key in hyperparams and hyperparams[key] is None}
+        result = preprocess({key: value for key, value in hyperparams.items() if key not in kept})
+        return {**result, **kept}
+
+    wrapped.keeps_none = True  # type: ignore[attr-defined]
+    return wrapped
 
 
 def _option_value(args: Sequence[str], names: Sequence[str]) -> str | None:

@@ -322,7 +322,7 @@ def test_nan_reward_raises():
         (dict(max_grad_norm=0.0), r"max_grad_norm must be > 0, got 0.0"),
         (dict(target_kl=-0.01), r"target_kl must be > 0 or None, got -0.01"),
         (dict(minibatch_size=0), r"minibatch_size must be an integer >= 1 or None, got 0"),
-        (dict(clip_range=-0.2), r"clip_range must be a finite number > 0 or None, got -0.2"),
+        (dict(clip_range=-0.2), r"clip_range must be a finite number > 0, a schedule or None, got -0.2"),
         (dict(max_episode_steps=0), r"max_episode_steps must be an integer >= 1, got 0"),
     ],
 )
@@ -421,3 +421,13 @@ def test_gsde_chunked_gradient_and_save_load(tmp_path):
 def test_gsde_needs_continuous_actions():
     with pytest.raises(ValueError, match=r"gSDE\) can only be used with continuous actions"):
         HAEPO("MlpPolicy", "CartPole-v1", use_sde=True)
+
+
+def test_clip_range_schedule(tmp_path):
+    """As in PPO, clip_range may be a schedule of the progress remaining; the value used is logged."""
+    model = HAEPO("MlpPolicy", "CartPole-v1", clip_range=LinearSchedule(0.3, 0.1, 1.0), **SMALL)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(300)
+    assert model._n_train_calls >= 1
+    progress = model._current_progress_remaining
+    assert model.logger.name_to_value["train/clip_range"] == pytest.approx(0.1 + 0.2 * progress)

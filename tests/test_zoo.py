@@ -604,3 +604,19 @@ def test_trial_id_zero_warns(two_trial_study: str, capsys: pytest.CaptureFixture
 @pytest.mark.parametrize("ids, expected", [([], ""), ([3], "3"), ([0, 1, 2, 5, 7, 8], "0-2, 5, 7-8")])
 def test_format_ids(ids: list[int], expected: str) -> None:
     assert haepo_zoo._format_ids(ids) == expected
+
+
+def test_yml_null_clip_range_passes_the_zoo_preprocessing() -> None:
+    """haepo.yml pins clip_range: null (the exact update); the zoo's preprocessing keeps it None, and still turns
+    numbers and lin_ strings into schedules."""
+    import rl_zoo3.exp_manager
+
+    haepo_zoo.register()
+    haepo_zoo.register()  # wrapped once
+    preprocess = rl_zoo3.exp_manager.ExperimentManager._preprocess_schedules
+    result = preprocess({"clip_range": None, "learning_rate": 0.001, "n_epochs": 4})
+    assert result["clip_range"] is None and result["n_epochs"] == 4
+    assert result["learning_rate"](1.0) == 0.001
+    assert preprocess({"clip_range": "lin_0.2"})["clip_range"](0.5) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="Invalid value for clip_range"):
+        preprocess({"clip_range": [0.2]})
