@@ -366,7 +366,7 @@ def register() -> None:
     zoo_hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO_NAME] = convert_haepo_params  # type: ignore[assignment]
     manager = zoo_exp_manager.ExperimentManager
     if not getattr(manager._preprocess_schedules, "keeps_none", False):
-        manager._preprocess_schedules = staticmethod(  # type: ignore[method-assign]
+        manager._preprocess_schedules = staticmethod(  # type: ignore[method-assign, assignment]
             keep_none_schedules(manager._preprocess_schedules)
         )
 

@@ -327,9 +327,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 else:
                     step_advantages = advantages
                 return_coef = weights * step_scale * step_advantages
-                grad_norm, clip_fraction = self._minibatch_steps(
-                    batch, step_coef, return_coef, initial_log_probs, clip_range
-                )
+                grad_norm, clip_fraction = self._minibatch_steps(batch, step_coef, return_coef, initial_log_probs, clip_range)
                 logs.setdefault("clip_fraction", []).append(clip_fraction)
 
             epoch_logs = {
@@ -373,9 +371,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         for indices in th.randperm(n_steps, device=self.device).split(minibatch_size):
             minibatch = select_steps(batch, indices)
             log_probs, _ = self._step_log_probs(self.policy, minibatch, len(indices))
-            terms = clipped_step_loss(
-                log_probs, old_log_probs[indices], step_coef[indices], return_coef[indices], clip_range
-            )
+            terms = clipped_step_loss(log_probs, old_log_probs[indices], step_coef[indices], return_coef[indices], clip_range)
             self.policy.optimizer.zero_grad()
             (terms.loss * (n_steps / len(indices))).backward()
             grad_norms.append(float(th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)))
