@@ -319,8 +319,12 @@ def test_optimize_then_retrain_from_trial(tmp_path: Path) -> None:
     )
     (config_file,) = log_folder.glob("haepo/CartPole-v1_*/CartPole-v1/config.yml")
     config = dict(yaml.load(config_file.read_text(), Loader=yaml.UnsafeLoader))
-    for key in ["learning_rate", "n_episodes", "n_epochs", "gamma", "normalize_returns", "weight_ent_coef"]:
-        assert config[key] == params[key], key
+    # The trial's HAEPO arguments (normalize_returns is sampled only with credit="episode"; the converter sets the
+    # z-score that per-step credit takes)
+    expected = haepo_zoo.convert_haepo_params(params)
+    keys = ["credit", "learning_rate", "n_episodes", "n_epochs", "minibatch_size", "clip_range", "gamma"]
+    for key in [*keys, "normalize_returns", "weight_ent_coef"]:
+        assert config[key] == expected[key], key
     assert config["policy_kwargs"]["net_arch"] == haepo_zoo.NET_ARCH[params["net_arch"]]
 
 
