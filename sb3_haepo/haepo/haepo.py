@@ -321,12 +321,12 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             else:
                 # The return term's share a_t of -step_coef: w_k s_k A_{k,t}, with the episode-level advantage
                 # A_{k,t} = Rn_k - sum_j w_j Rn_j under credit="episode" (docs/METHOD.md section 9.3)
-                weights = th.softmax(scores, 0)[batch.episode_index]
+                weights = th.softmax(scores, 0)
                 if advantages is None:
-                    step_advantages = (norm_returns - (th.softmax(scores, 0) * norm_returns).sum())[batch.episode_index]
+                    step_advantages = (norm_returns - (weights * norm_returns).sum())[batch.episode_index]
                 else:
                     step_advantages = advantages
-                return_coef = weights * step_scale * step_advantages
+                return_coef = weights[batch.episode_index] * step_scale * step_advantages
                 grad_norm, clip_fraction = self._minibatch_steps(batch, step_coef, return_coef, initial_log_probs, clip_range)
                 logs.setdefault("clip_fraction", []).append(clip_fraction)
 
