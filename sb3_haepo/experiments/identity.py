@@ -1,5 +1,6 @@
 """
-SB3's identity envs (``stable_baselines3.common.envs``) at a small budget: HAEPO with its defaults against PPO.
+SB3's identity envs (``stable_baselines3.common.envs``) at a small budget: HAEPO with its defaults and with the paper's
+formulation (``PAPER_PRESET``) against PPO.
 
 The agent must repeat its observation; each of the 100 steps of an episode pays 1 when the action matches, so the
 best return is 100 and SB3's own identity tests ask for an evaluation mean of 90. Every run: 1 env, ``--timesteps``
@@ -25,7 +26,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox, IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from sb3_haepo import HAEPO
+from sb3_haepo import HAEPO, PAPER_PRESET
 from sb3_haepo.benchmark.runner import parse_hyperparams
 from sb3_haepo.experiments import published
 
@@ -37,7 +38,8 @@ ENVS: dict[str, Callable[[], gym.Env]] = {
     f"IdentityEnvMultiBinary({DIM})": lambda: IdentityEnvMultiBinary(DIM),
     "IdentityEnvBox(eps=0.5)": lambda: IdentityEnvBox(eps=0.5),
 }
-# The identity tests' discount, given to both algorithms
+ALGOS = ["HAEPO", "HAEPO-paper", "PPO"]
+# The identity tests' discount, given to HAEPO and PPO
 TASK_GAMMA = 0.4
 PPO_KWARGS: dict[str, Any] = dict(gamma=TASK_GAMMA, n_steps=1000, batch_size=100)
 PUBLISHED_REPORT = published.RESULTS_DIR / "identity.md"
@@ -48,6 +50,9 @@ README_BLOCK = "identity"
 def make_model(algo: str, env: gym.Env, seed: int, hyperparams: dict[str, Any]) -> BaseAlgorithm:
     if algo == "HAEPO":
         return HAEPO("MlpPolicy", env, seed=seed, device="cpu", **{"gamma": TASK_GAMMA, **hyperparams})
+    if algo == "HAEPO-paper":
+        # The paper's formulation, its undiscounted return included
+        return HAEPO("MlpPolicy", env, seed=seed, device="cpu", **PAPER_PRESET)
     return PPO("MlpPolicy", env, seed=seed, device="cpu", **PPO_KWARGS)
 
 
@@ -87,8 +92,9 @@ def report(results: dict[tuple[str, str], list[float]], seeds: list[int], timest
     lines = [
         published.generated_by(command),
         f"`{command}`: 1 env, {timesteps:,} steps, seeds {', '.join(map(str, seeds))}, then 20 deterministic episodes "
-        f"(best return 100; target {TARGET:.0f}). Both with the identity tests' `gamma=0.4`; HAEPO otherwise with its "
-        f"defaults, PPO with SB3's defaults and `n_steps=1000, batch_size=100`. "
+        f"(best return 100; target {TARGET:.0f}). HAEPO and PPO with the identity tests' `gamma=0.4`, HAEPO otherwise "
+        f"with its defaults, PPO with SB3's defaults and `n_steps=1000, batch_size=100`; HAEPO-paper is "
+        f"`HAEPO(**PAPER_PRESET)` (the paper's formulation, undiscounted). "
         f"Run on {published.format_machine_note(published.machine_note())}.",
         "",
         "| env | algo | evaluation mean per seed | mean | seeds >= 90 |",
@@ -103,7 +109,7 @@ def report(results: dict[tuple[str, str], list[float]], seeds: list[int], timest
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algos", nargs="+", default=["HAEPO", "PPO"], choices=["HAEPO", "PPO"])
+    parser.add_argument("--algos", nargs="+", default=ALGOS, choices=ALGOS)
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS), metavar="ENV")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--timesteps", type=int, default=5000)
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         not hyperparams
         and args.timesteps == 5000
         and args.seeds == [0, 1, 2]
-        and args.algos == ["HAEPO", "PPO"]
+        and args.algos == ALGOS
         and args.envs == list(ENVS)
     )
     if args.publish and not default_run:
