@@ -485,7 +485,15 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         else:
             for chunk, chunk_log_probs, _ in self._iter_step_log_probs(self.policy, batch, self.batch_size):
                 (step_coef[chunk] * chunk_log_probs).sum().backward()
-        # Clip grad norm
+        return self._clip_and_step()
+
+    def _clip_and_step(self) -> float:
+        """
+        Clip the accumulated gradient to ``max_grad_norm`` and take one optimizer step (the caller zeroes the
+        gradients and back-propagates first).
+
+        :return: the gradient norm before clipping
+        """
         grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
         self.policy.optimizer.step()
         return float(grad_norm)

@@ -171,9 +171,7 @@ class GRPO(EpisodicOnPolicyAlgorithm):
 
                 self.policy.optimizer.zero_grad()
                 terms.loss.backward()
-                # Clip grad norm
-                grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                self.policy.optimizer.step()
+                grad_norm = self._clip_and_step()
 
                 minibatch_logs = {
                     "loss": float(terms.loss.detach()),

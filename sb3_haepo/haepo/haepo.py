@@ -374,7 +374,6 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             terms = clipped_step_loss(log_probs, old_log_probs[indices], step_coef[indices], return_coef[indices], clip_range)
             self.policy.optimizer.zero_grad()
             (terms.loss * (n_steps / len(indices))).backward()
-            grad_norms.append(float(th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)))
-            self.policy.optimizer.step()
+            grad_norms.append(self._clip_and_step())
             clip_fractions.append(float(terms.clip_fraction))
         return float(np.mean(grad_norms)), float(np.mean(clip_fractions))
