@@ -8,17 +8,25 @@ arguments, labelled ALGO-NAME and logged in {log-dir}/ALGO-NAME/ (values are Pyt
 as strings), e.g.
   python scripts/run_benchmark.py --algos haepo --envs CartPole-v1 --seeds 0 1 2 \\
     --variant beta0:weight_ent_coef=0 --variant m32:n_episodes=32 --variant sum:trajectory_score=sum
+
+Through the RL Zoo: each --zoo ALGO[=FILE] also runs a zoo algorithm (ppo, ars, haepo, a2c, ...) with the zoo's
+hyperparameters for the env (FILE: a zoo yml; default: the zoo's own file, HAEPO's bundled one for haepo), labelled
+ALGO-zoo; envs, normalisation, schedules and policy_kwargs are built by the zoo, the budget is the runner's, e.g.
+  python scripts/run_benchmark.py --zoo ppo=hyperparams/ppo.yml --zoo ars --zoo haepo \
+    --envs Pendulum-v1 --seeds 0 1 2 --n-jobs 2
 """
 
 import argparse
 
 from sb3_haepo.benchmark.configs import ALGOS, DEFAULT_N_TIMESTEPS, N_TIMESTEPS
-from sb3_haepo.benchmark.runner import make_grid, parse_hyperparams, parse_variant, run_grid
+from sb3_haepo.benchmark.runner import make_grid, parse_hyperparams, parse_variant, parse_zoo_algo, run_grid
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algos", nargs="+", default=sorted(ALGOS), choices=sorted(ALGOS))
+    parser.add_argument(
+        "--algos", nargs="+", default=None, choices=sorted(ALGOS), help="default: all, or none when --zoo is given"
+    )
     parser.add_argument("--envs", nargs="+", required=True, help="Gymnasium ids, e.g. sb3_haepo/Bandit10-v0 CartPole-v1")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
     parser.add_argument("--n-timesteps", type=int, default=None, help="budget per run (default: per env, see configs)")
@@ -40,7 +48,22 @@ def main() -> None:
         help="run every algo of --algos also with these overrides, labelled ALGO-NAME (repeatable)",
     )
     parser.add_argument("--no-defaults", action="store_true", help="run only the variants, not the algos' defaults")
+    parser.add_argument(
+        "--zoo",
+        action="append",
+        default=[],
+        metavar="ALGO[=FILE]",
+        help="also run ALGO through the RL Zoo with FILE's settings (default: the zoo's own file), repeatable",
+    )
     args = parser.parse_args()
+    try:
+        zoo_algos = dict(parse_zoo_algo(text) for text in args.zoo)
+    except ValueError as error:
+        parser.error(str(error))
+    if len(zoo_algos) != len(args.zoo):
+        parser.error(f"An algo is given twice to --zoo: {args.zoo}")
+    if args.algos is None:
+        args.algos = [] if zoo_algos else sorted(ALGOS)
     try:
         overrides = parse_hyperparams(args.hyperparams)
         variants = dict(parse_variant(text) for text in args.variant)
@@ -59,9 +82,10 @@ def main() -> None:
             args.log_dir,
             args.eval_freq,
             args.n_eval_episodes,
-            hyperparams={algo: overrides for algo in args.algos},
+            hyperparams={algo: overrides for algo in [*args.algos, *zoo_algos]},
             variants=variants,
             include_defaults=not args.no_defaults,
+            zoo_algos=zoo_algos,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -227,3 +227,70 @@ def test_variant_grid_cli_and_report(tmp_path):
     # An unknown key fails before any run, naming the key and the constructor
     bad = subprocess.run([*command[:-4], "--variant", "x:n_episode=4"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "'n_episode' for HAEPO.__init__" in bad.stderr
+
+
+def test_zoo_runs_take_the_zoo_settings(tmp_path):
+    pytest.importorskip("rl_zoo3")
+    from sb3_contrib import ARS
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sb3_haepo.benchmark.runner import RunSpec, parse_zoo_algo, zoo_conf_path, zoo_setup
+    from sb3_haepo.haepo import HAEPO
+    from sb3_haepo.zoo import DEFAULT_CONF_FILE
+
+    assert parse_zoo_algo("ars") == ("ars", "zoo")
+    assert parse_zoo_algo("ppo=hyperparams/ppo.yml") == ("ppo", "hyperparams/ppo.yml")
+    for bad in ("", "ppo="):
+        with pytest.raises(ValueError, match="ALGO=FILE"):
+            parse_zoo_algo(bad)
+    assert zoo_conf_path("haepo", "zoo") == DEFAULT_CONF_FILE
+    assert zoo_conf_path("ars", "zoo").endswith(os.path.join("rl_zoo3", "hyperparams", "ars.yml"))
+    with pytest.raises(ValueError, match=r"'missing\.yml' for 'ppo' is not a file"):
+        zoo_conf_path("ppo", "missing.yml")
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ppo_yml = os.path.join(root, "hyperparams", "ppo.yml")
+
+    def setup(algo, env_id, conf, **overrides):
+        spec = RunSpec(algo, env_id, 3, 1000, str(tmp_path), hyperparams=overrides, zoo_conf=zoo_conf_path(algo, conf))
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        assert spec.label == f"{algo}-zoo"
+        return zoo_setup(spec)
+
+    # PPO on Pendulum, the zoo's entry: 4 envs, gSDE, n_steps 1024, gamma 0.9
+    model, eval_env, recorded = setup("ppo", "Pendulum-v1", ppo_yml)
+    assert isinstance(model, PPO) and model.n_envs == 4 and model.use_sde and model.sde_sample_freq == 4
+    assert model.n_steps == 1024 and model.gamma == 0.9 and recorded["n_envs"] == "4"
+    # ARS on Pendulum (the zoo's ars.yml): observation normalisation, a [16] network; an override as -params does
+    model, eval_env, recorded = setup("ars", "Pendulum-v1", "zoo", n_delta=2)
+    assert isinstance(model, ARS) and model.n_delta == 2 and model.n_top == 1 and recorded["n_delta"] == "2"
+    assert isinstance(model.get_env(), VecNormalize) and model.get_env().norm_obs and not model.get_env().norm_reward
+    # The evaluation env normalises observations with frozen statistics and leaves rewards alone
+    assert isinstance(eval_env, VecNormalize) and not eval_env.training and not eval_env.norm_reward
+    # HAEPO with the bundled file: its MountainCarContinuous entry (64 episodes per group, sum score)
+    model, eval_env, recorded = setup("haepo", "MountainCarContinuous-v0", "zoo")
+    assert isinstance(model, HAEPO) and model.n_episodes == 64 and model.trajectory_score == "sum"
+    assert model.minibatch_size is None and model.clip_range is None
+    with pytest.raises(ValueError, match=r"'n_episodes' for ARS.__init__"):
+        make_grid([], ["Pendulum-v1"], [0], 100, "logs", hyperparams={"ars": {"n_episodes": 4}}, zoo_algos={"ars": "zoo"})
+    with pytest.raises(ValueError, match="Unknown zoo algo 'arss'"):
+        make_grid([], ["Pendulum-v1"], [0], 100, "logs", zoo_algos={"arss": ppo_yml})
+
+    # A tiny grid: the runs are labelled ALGO-zoo, use the runner's budget and record the zoo's entry
+    specs = make_grid(
+        ["haepo"],
+        ["CartPole-v1"],
+        [0],
+        600,
+        str(tmp_path / "grid"),
+        eval_freq=300,
+        n_eval_episodes=2,
+        zoo_algos={"ars": "zoo", "haepo": "zoo"},
+    )
+    assert [spec.label for spec in specs] == ["haepo", "ars-zoo", "haepo-zoo"]
+    results = {result["label"]: result for result in run_grid(specs, progress_bar=False)}
+    assert results["haepo-zoo"]["num_timesteps"] == 600 and results["haepo-zoo"]["hyperparams"]["n_envs"] == "8"
+    assert results["ars-zoo"]["hyperparams"]["policy"] == "'LinearPolicy'" and results["ars-zoo"]["n_envs"] == 1
+    assert results["haepo"]["zoo_conf"] is None and results["ars-zoo"]["zoo_conf"].endswith("ars.yml")
+    assert sorted(run.algo for run in load_runs(tmp_path / "grid")) == ["ars-zoo", "haepo", "haepo-zoo"]

@@ -1,6 +1,8 @@
 """Run a grid of algorithms x envs x seeds, each run logged in the RL Zoo's layout, in parallel and resumable."""
 
+import argparse
 import ast
+import contextlib
 import inspect
 import json
 import re
@@ -12,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
 
 import sb3_haepo.envs  # noqa: F401  (registers the benchmark envs)
@@ -38,6 +42,10 @@ class RunSpec:
     :param hyperparams: overrides of :func:`~sb3_haepo.benchmark.configs.get_hyperparams`
     :param variant: name of the hyperparameter variant (``None``: the defaults); the run is then labelled
         ``{algo}-{variant}`` and logged under that label instead of ``algo``
+    :param zoo_conf: run through the RL Zoo with this hyperparameter file (see :func:`zoo_setup`): the run's settings
+        are the file's entry for the env (``"zoo"``: the zoo's own file for the algorithm), ``hyperparams`` override
+        them as the zoo's ``-params`` does, and the run is labelled ``{algo}-zoo`` (``{algo}-zoo-{variant}``).
+        ``None``: the algorithm's class with :func:`~sb3_haepo.benchmark.configs.get_hyperparams`
     """
 
     algo: str
@@ -49,11 +57,13 @@ class RunSpec:
     n_eval_episodes: int = 10
     hyperparams: dict[str, Any] = field(default_factory=dict, hash=False)
     variant: str | None = None
+    zoo_conf: str | None = None
 
     @property
     def label(self) -> str:
-        """The name of the run's algorithm in the logs and the report: ``algo`` or ``{algo}-{variant}``."""
-        return self.algo if self.variant is None else f"{self.algo}-{self.variant}"
+        """The name of the run's algorithm in the logs and the report: ``algo``, plus ``-zoo``, plus ``-{variant}``."""
+        label = self.algo if self.zoo_conf is None else f"{self.algo}-zoo"
+        return label if self.variant is None else f"{label}-{self.variant}"
 
     @property
     def run_dir(self) -> Path:
@@ -109,17 +119,11 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     # One thread per run: the runs are the parallelism
     th.set_num_threads(1)
 
-    hyperparams = {**get_hyperparams(spec.algo, spec.env_id), **spec.hyperparams}
-    n_envs = int(hyperparams.pop("n_envs"))
-    env = make_vec_env(
-        spec.env_id,
-        n_envs=n_envs,
-        seed=spec.seed,
-        monitor_dir=str(spec.run_dir),
-        monitor_kwargs={"info_keywords": INFO_KEYWORDS.get(spec.env_id, ())},
-        env_kwargs={"render_mode": None},  # make_vec_env's default is "rgb_array": nothing here renders
-    )
-    eval_env = make_vec_env(spec.env_id, n_envs=1, seed=spec.seed + 10_000, env_kwargs={"render_mode": None})
+    if spec.zoo_conf is None:
+        model, eval_env, recorded = _package_setup(spec)
+    else:
+        model, eval_env, recorded = zoo_setup(spec)
+    n_envs = model.n_envs
     callback = TimedEvalCallback(
         eval_env,
         n_eval_episodes=spec.n_eval_episodes,
@@ -128,10 +132,9 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         deterministic=True,
         verbose=0,
     )
-    model = ALGOS[spec.algo]("MlpPolicy", env, seed=spec.seed, verbose=0, **hyperparams)
     model.learn(spec.n_timesteps, callback=callback)
     train_time = callback.train_time
-    env.close()
+    model.get_env().close()  # type: ignore[union-attr]
     eval_env.close()
 
     info = {
@@ -143,7 +146,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         "n_timesteps": spec.n_timesteps,
         "num_timesteps": int(model.num_timesteps),
         "n_envs": n_envs,
-        "hyperparams": {key: repr(value) for key, value in hyperparams.items()},
+        "zoo_conf": spec.zoo_conf,
+        "hyperparams": recorded,
         "train_time_s": train_time,
         "env_steps_per_s": model.num_timesteps / max(train_time, 1e-9),
         "eval_timesteps": [int(t) for t in callback.evaluations_timesteps],
@@ -153,6 +157,93 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     (spec.run_dir / RUN_INFO).write_text(json.dumps(info, indent=1))
     (spec.run_dir / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
     return {**info, "status": "done"}
+
+
+def _package_setup(spec: RunSpec) -> tuple[BaseAlgorithm, VecEnv, dict[str, str]]:
+    """
+    The model and evaluation env of a run without the zoo: the algorithm's class with
+    :func:`~sb3_haepo.benchmark.configs.get_hyperparams` and the spec's overrides.
+
+    :return: the model (its env logs to the run's folder), the evaluation env, the hyperparameters as recorded
+    """
+    hyperparams = {**get_hyperparams(spec.algo, spec.env_id), **spec.hyperparams}
+    n_envs = int(hyperparams.pop("n_envs"))
+    env = make_vec_env(
+        spec.env_id,
+        n_envs=n_envs,
+        seed=spec.seed,
+        monitor_dir=str(spec.run_dir),
+        monitor_kwargs={"info_keywords": INFO_KEYWORDS.get(spec.env_id, ())},
+        env_kwargs={"render_mode": None},  # make_vec_env's default is "rgb_array": nothing here renders
+    )
+    eval_env = make_vec_env(spec.env_id, n_envs=1, seed=spec.seed + 10_000, env_kwargs={"render_mode": None})
+    model = ALGOS[spec.algo]("MlpPolicy", env, seed=spec.seed, verbose=0, **hyperparams)
+    return model, eval_env, {key: repr(value) for key, value in hyperparams.items()}
+
+
+def zoo_conf_path(algo: str, zoo_conf: str) -> str:
+    """
+    :param algo: a zoo algorithm (``ppo``, ``ars``, ``haepo``, ...)
+    :param zoo_conf: a yml path, or ``"zoo"`` for the zoo's own file of the algorithm (HAEPO: the bundled
+        ``sb3_haepo/hyperparams/haepo.yml``, which ``haepo-zoo`` uses by default)
+    :return: the path of the hyperparameter file
+    """
+    if zoo_conf != "zoo":
+        if not Path(zoo_conf).is_file():
+            raise ValueError(f"zoo_conf {zoo_conf!r} for {algo!r} is not a file; give a yml path or 'zoo'")
+        return zoo_conf
+    if algo == "haepo":
+        from sb3_haepo.zoo import DEFAULT_CONF_FILE
+
+        return DEFAULT_CONF_FILE
+    import rl_zoo3
+
+    return str(Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml")
+
+
+def zoo_setup(spec: RunSpec) -> tuple[BaseAlgorithm, VecEnv, dict[str, str]]:
+    """
+    The model and evaluation env of a run through the RL Zoo: ``rl_zoo3``'s ``ExperimentManager`` reads the file's
+    entry for the env and builds the envs (``n_envs``, ``normalize``, wrappers) and the model (policy,
+    ``policy_kwargs``, ``lin_`` schedules) exactly as ``haepo-zoo train --algo ALGO -conf FILE -params ...`` does,
+    with the spec's budget and seed. The zoo's own evaluation is off: the runner evaluates (deterministically, on
+    the zoo's evaluation env: same seed, observation normalisation synchronised, rewards not normalised).
+    Its set-up messages go to ``zoo_setup.txt`` in the run's folder.
+
+    :return: the model (its env logs to the run's folder), the evaluation env, the zoo's hyperparameters of the
+        run (the file's entry with the overrides) as recorded
+    :raises ImportError: without the zoo extras
+    """
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    from sb3_haepo.zoo import register
+
+    register()
+    conf = zoo_conf_path(spec.algo, str(spec.zoo_conf))
+    args = argparse.Namespace(algo=spec.algo, env=spec.env_id, conf_file=conf, seed=spec.seed, n_timesteps=spec.n_timesteps)
+    manager = ExperimentManager(
+        args,
+        spec.algo,
+        spec.env_id,
+        str(spec.run_dir.parent),
+        n_timesteps=spec.n_timesteps,
+        eval_freq=0,
+        seed=spec.seed,
+        config=conf,
+        hyperparams=dict(spec.hyperparams),
+        verbose=0,
+    )
+    # Log in the runner's layout (the zoo would pick the next free run id)
+    manager.save_path = str(spec.run_dir)
+    manager.params_path = str(spec.run_dir / manager.env_name)
+    with open(spec.run_dir / "zoo_setup.txt", "w") as log, contextlib.redirect_stdout(log):
+        setup = manager.setup_experiment()
+        assert setup is not None  # None only when optimising
+        model, saved_hyperparams = setup
+        if spec.algo == "ars" and manager.n_envs > 1:
+            raise ValueError(f"ARS with n_envs={manager.n_envs} (asynchronous evaluation) is not supported by the runner")
+        eval_env = manager.create_envs(1, eval_env=True)
+    return model, eval_env, {key: repr(value) for key, value in saved_hyperparams.items()}
 
 
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.+]+$")
@@ -216,17 +307,52 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return name, parse_hyperparams(assignments)
 
 
-def check_hyperparams(algo: str, hyperparams: dict[str, Any], context: str = "") -> None:
+# Keys of a zoo yml entry that are not constructor arguments and that a run may override
+ZOO_KEYS = frozenset({"n_envs", "normalize", "policy", "policy_kwargs", "env_wrapper", "frame_stack"})
+
+
+def zoo_algo_class(algo: str) -> type[BaseAlgorithm]:
+    """
+    :param algo: a key of the zoo's ``ALGOS`` (HAEPO registered)
+    :return: its class
+    :raises ValueError: for an unknown algorithm; ImportError without the zoo extras
+    """
+    from rl_zoo3.utils import ALGOS as ZOO_ALGOS
+
+    from sb3_haepo.zoo import register
+
+    register()
+    if algo not in ZOO_ALGOS:
+        raise ValueError(f"Unknown zoo algo {algo!r}, allowed: {sorted(ZOO_ALGOS)}")
+    return ZOO_ALGOS[algo]
+
+
+def parse_zoo_algo(text: str) -> tuple[str, str]:
+    """
+    Parse a command-line zoo algorithm ``ALGO`` or ``ALGO=FILE``.
+
+    :param text: e.g. ``ars`` or ``ppo=hyperparams/ppo.yml``
+    :return: the algorithm and its hyperparameter file (``"zoo"``: the zoo's own)
+    """
+    algo, sep, conf = (part.strip() for part in text.partition("="))
+    if not algo or (sep and not conf):
+        raise ValueError(f"Expected ALGO or ALGO=FILE, got {text!r}")
+    return algo, conf if sep else "zoo"
+
+
+def check_hyperparams(algo: str, hyperparams: dict[str, Any], context: str = "", zoo: bool = False) -> None:
     """
     Raise a :class:`ValueError` naming the key and the constructor if a hyperparameter is not an argument of the
-    algorithm's constructor (``n_envs``, the number of training envs, is also allowed).
+    algorithm's constructor (``n_envs``, the number of training envs, is also allowed; through the zoo, also the
+    yml keys of :data:`ZOO_KEYS`).
 
-    :param algo: a key of :data:`~sb3_haepo.benchmark.configs.ALGOS`
+    :param algo: a key of :data:`~sb3_haepo.benchmark.configs.ALGOS` (with ``zoo``: of the zoo's algorithms)
     :param context: appended to the error message (e.g. the variant's name)
+    :param zoo: the run goes through the zoo
     """
-    algo_class = ALGOS[algo]
+    algo_class = zoo_algo_class(algo) if zoo else ALGOS[algo]
     allowed = set(inspect.signature(algo_class.__init__).parameters) - {"self", "policy", "env", "_init_setup_model"}
-    allowed.add("n_envs")
+    allowed |= ZOO_KEYS if zoo else {"n_envs"}
     for key in hyperparams:
         if key not in allowed:
             raise ValueError(
@@ -246,13 +372,17 @@ def make_grid(
     hyperparams: dict[str, dict[str, Any]] | None = None,
     variants: dict[str, dict[str, Any]] | None = None,
     include_defaults: bool = True,
+    zoo_algos: dict[str, str] | None = None,
 ) -> list[RunSpec]:
     """
+    :param algos: keys of :data:`~sb3_haepo.benchmark.configs.ALGOS`, run with the package's settings
     :param n_timesteps: one budget for every env, or one per env id
     :param hyperparams: per-algo overrides of the default hyperparameters
     :param variants: named hyperparameter variants, applied to every algo on top of ``hyperparams``: variant
         ``NAME`` of algo ``ALGO`` is labelled ``ALGO-NAME`` and logged in ``{log_dir}/ALGO-NAME/``
     :param include_defaults: also run each algo without variant (label ``ALGO``)
+    :param zoo_algos: algorithms run through the RL Zoo, each with its hyperparameter file (``"zoo"``: the zoo's
+        own), labelled ``ALGO-zoo``; ``hyperparams`` and ``variants`` apply to them too (as the zoo's ``-params``)
     :return: the runs of the grid, env by env, seed by seed, algo by algo, variant by variant
     """
     unknown = [algo for algo in algos if algo not in ALGOS]
@@ -260,27 +390,32 @@ def make_grid(
         raise ValueError(f"Unknown algos {unknown}, allowed: {sorted(ALGOS)}")
     hyperparams = hyperparams or {}
     variants = variants or {}
+    zoo_algos = zoo_algos or {}
     for name in variants:
         if not VARIANT_NAME.match(name):
             raise ValueError(f"Invalid variant name {name!r}: use letters, digits and _ . + only")
     if not include_defaults and not variants:
         raise ValueError("Nothing to run: include_defaults=False and no variant")
-    configurations: list[tuple[str, str | None, dict[str, Any]]] = []
-    for algo in algos:
+    if not algos and not zoo_algos:
+        raise ValueError("Nothing to run: no algo")
+    configurations: list[tuple[str, str | None, dict[str, Any], str | None]] = []
+    runs = [(algo, None) for algo in algos] + [(algo, zoo_conf_path(algo, conf)) for algo, conf in zoo_algos.items()]
+    for algo, conf in runs:
+        zoo = conf is not None
         base = dict(hyperparams.get(algo, {}))
-        check_hyperparams(algo, base)
+        check_hyperparams(algo, base, zoo=zoo)
         if include_defaults:
-            configurations.append((algo, None, base))
+            configurations.append((algo, None, base, conf))
         for name, overrides in variants.items():
-            check_hyperparams(algo, overrides, f" (variant {name!r})")
-            configurations.append((algo, name, {**base, **overrides}))
+            check_hyperparams(algo, overrides, f" (variant {name!r})", zoo=zoo)
+            configurations.append((algo, name, {**base, **overrides}, conf))
     specs = []
     for env_id in env_ids:
         budget = n_timesteps if isinstance(n_timesteps, int) else n_timesteps[env_id]
         for seed in seeds:
-            for algo, variant, overrides in configurations:
+            for algo, variant, overrides, conf in configurations:
                 specs.append(
-                    RunSpec(algo, env_id, seed, budget, log_dir, eval_freq, n_eval_episodes, dict(overrides), variant)
+                    RunSpec(algo, env_id, seed, budget, log_dir, eval_freq, n_eval_episodes, dict(overrides), variant, conf)
                 )
     return specs
 

@@ -4,7 +4,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import get_schedule_fn
+from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_haepo.common.buffers import select_steps
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
@@ -223,7 +223,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         self.ref_kl_coef = float(ref_kl_coef)
         self.target_kl = target_kl
         self.minibatch_size = None if minibatch_size is None else int(minibatch_size)
-        self.clip_range: Schedule | None = None if clip_range is None else get_schedule_fn(clip_range)
+        self.clip_range: Schedule | None = None if clip_range is None else FloatSchedule(clip_range)
 
         if _init_setup_model:
             self._setup_model()
