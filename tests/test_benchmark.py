@@ -268,10 +268,10 @@ def test_zoo_runs_take_the_zoo_settings(tmp_path):
     assert isinstance(model.get_env(), VecNormalize) and model.get_env().norm_obs and not model.get_env().norm_reward
     # The evaluation env normalises observations with frozen statistics and leaves rewards alone
     assert isinstance(eval_env, VecNormalize) and not eval_env.training and not eval_env.norm_reward
-    # HAEPO with the bundled file: its MountainCarContinuous entry (64 episodes per group, sum score)
+    # HAEPO with the bundled file: its MountainCarContinuous entry (gSDE, the defaults otherwise, observations normalised)
     model, eval_env, recorded = setup("haepo", "MountainCarContinuous-v0", "zoo")
-    assert isinstance(model, HAEPO) and model.n_episodes == 64 and model.trajectory_score == "sum"
-    assert model.minibatch_size is None and model.clip_range is None
+    assert isinstance(model, HAEPO) and model.use_sde and model.sde_sample_freq == 4 and model.n_episodes == 8
+    assert isinstance(model.get_env(), VecNormalize) and recorded["use_sde"] == "True"
     with pytest.raises(ValueError, match=r"'n_episodes' for ARS.__init__"):
         make_grid([], ["Pendulum-v1"], [0], 100, "logs", hyperparams={"ars": {"n_episodes": 4}}, zoo_algos={"ars": "zoo"})
     with pytest.raises(ValueError, match="Unknown zoo algo 'arss'"):
