@@ -57,20 +57,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     try:
-        zoo_algos = dict(parse_zoo_algo(text) for text in args.zoo)
-    except ValueError as error:
-        parser.error(str(error))
-    if len(zoo_algos) != len(args.zoo):
-        parser.error(f"An algo is given twice to --zoo: {args.zoo}")
-    if args.algos is None:
-        args.algos = [] if zoo_algos else sorted(ALGOS)
-    try:
         overrides = parse_hyperparams(args.hyperparams)
         variants = dict(parse_variant(text) for text in args.variant)
         if len(variants) != len(args.variant):
             raise ValueError(f"Two variants have the same name: {args.variant}")
+        zoo_algos = dict(parse_zoo_algo(text) for text in args.zoo)
+        if len(zoo_algos) != len(args.zoo):
+            raise ValueError(f"An algo is given twice to --zoo: {args.zoo}")
     except ValueError as error:
         parser.error(str(error))
+    if args.algos is None:
+        args.algos = [] if zoo_algos else sorted(ALGOS)
 
     n_timesteps = args.n_timesteps or {env_id: N_TIMESTEPS.get(env_id, DEFAULT_N_TIMESTEPS) for env_id in args.envs}
     try:
