@@ -5,7 +5,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import sb3_haepo.envs  # noqa: F401  (registers the envs)
-from sb3_haepo.envs import BanditEnv, RandomWalkEnv
+from sb3_haepo.envs import LONG_RANDOM_WALKS, BanditEnv, RandomWalkEnv, success_statistics
 
 
 @pytest.mark.parametrize(
@@ -16,6 +16,8 @@ from sb3_haepo.envs import BanditEnv, RandomWalkEnv
         ("sb3_haepo/Bandit30-v0", {"reward_distribution": "gaussian"}),
         ("sb3_haepo/RandomWalk-v0", {}),
         ("sb3_haepo/RandomWalk-v0", {"horizon": 20_000, "slip_prob": 0.1}),
+        ("sb3_haepo/RandomWalk1k-v0", {}),
+        ("sb3_haepo/RandomWalk100k-v0", {}),
     ],
 )
 def test_check_env(env_id, kwargs):
@@ -128,3 +130,82 @@ def test_random_walk_bad_values():
         RandomWalkEnv(goal_distance=0)
     with pytest.raises(ValueError, match="slip_prob"):
         RandomWalkEnv(slip_prob=1.0)
+
+
+def test_success_statistics_hand_computed():
+    # H = 3, D = 2, random policy (r = 1/2): RR reaches the goal at step 2 (1/4), LRR at step 3 (left at the wall
+    # stays at 0: 1/8); RLR ends at 1. Success 3/8, mean steps (2/4 + 3/8) / (3/8) = 7/3, mean length 7/8 + 5/8 * 3
+    stats = success_statistics(horizon=3, goal_distance=2, slip_prob=0.0, right_prob=0.5)
+    assert stats.success_rate == pytest.approx(3 / 8)
+    assert stats.mean_steps_to_goal == pytest.approx(7 / 3)
+    assert stats.mean_episode_length == pytest.approx(2.75)
+    # Slip 0.25, always right: two effective right moves with probability 0.75 ** 2; every episode lasts 2 steps
+    assert success_statistics(2, 2, slip_prob=0.25) == pytest.approx((0.5625, 2.0, 2.0))
+    # The random policy ignores the slip (it is symmetric)
+    assert success_statistics(3, 2, slip_prob=0.3, right_prob=0.5) == pytest.approx((3 / 8, 7 / 3, 2.75))
+    assert success_statistics(5, 1) == (1.0, 1.0, 1.0)
+    never = success_statistics(5, 1, right_prob=0.0)
+    assert never.success_rate == 0.0 and np.isnan(never.mean_steps_to_goal) and never.mean_episode_length == 5.0
+    with pytest.raises(ValueError, match="right_prob"):
+        success_statistics(5, 1, right_prob=1.5)
+    with pytest.raises(ValueError, match="horizon"):
+        success_statistics(0, 1)
+
+
+def test_long_random_walks_registered():
+    expected = {
+        "sb3_haepo/RandomWalk1k-v0": (1_000, 110, 0.4),
+        "sb3_haepo/RandomWalk10k-v0": (10_000, 350, 0.468),
+        "sb3_haepo/RandomWalk100k-v0": (100_000, 1_100, 0.49),
+    }
+    assert set(LONG_RANDOM_WALKS) == set(expected)
+    for env_id, (horizon, goal_distance, slip_prob) in expected.items():
+        env = gym.make(env_id)
+        assert env.spec is not None and env.spec.max_episode_steps is None  # the env enforces its horizon
+        walk = env.unwrapped
+        assert (walk.horizon, walk.goal_distance, walk.slip_prob) == (horizon, goal_distance, slip_prob)
+        # One problem at three resolutions: goal ~3.5 random-walk standard deviations away, and the optimum's
+        # drift-based time D / (1 - 2 slip) between half and 0.6 of the horizon
+        assert 3.4 < goal_distance / np.sqrt(horizon) < 3.6
+        assert 0.5 * horizon < goal_distance / (1 - 2 * slip_prob) < 0.6 * horizon
+    # The documented exact figures of the 10k variant (the 1k one is simulated below)
+    optimum = success_statistics(10_000, 350, 0.468)
+    assert optimum.success_rate == pytest.approx(0.99916, abs=1e-5)
+    assert optimum.mean_steps_to_goal == pytest.approx(5350.1, abs=0.1)
+    assert success_statistics(10_000, 350, 0.468, right_prob=0.5).success_rate == pytest.approx(9.125e-4, rel=1e-3)
+
+
+def test_random_walk_1k_simulated():
+    env = gym.make("sb3_haepo/RandomWalk1k-v0").unwrapped
+    exact_optimum = success_statistics(1_000, 110, 0.4)
+    exact_random = success_statistics(1_000, 110, 0.4, right_prob=0.5)
+    assert exact_optimum.success_rate == pytest.approx(0.99910, abs=1e-5)
+    assert exact_optimum.mean_steps_to_goal == pytest.approx(539.5, abs=0.1)
+    assert exact_random.success_rate == pytest.approx(9.44e-4, rel=1e-3)
+
+    # Always right, 100 episodes: the steps to the goal have a standard deviation of about 115 (sqrt(D var / drift^3)
+    # = sqrt(110 * 0.96 / 0.2^3)), so their mean is 539.5 within 4 * 11.5
+    env.reset(seed=0)
+    steps_to_goal = []
+    for _ in range(100):
+        env.reset()
+        steps, terminated, truncated = 0, False, False
+        while not (terminated or truncated):
+            _, reward, terminated, truncated, info = env.step(np.int64(1))
+            steps += 1
+        assert info["is_success"] and reward == 1.0 and steps < 1_000
+        steps_to_goal.append(steps)
+    assert abs(np.mean(steps_to_goal) - exact_optimum.mean_steps_to_goal) < 46
+
+    # Uniformly random, 1,000 episodes (about 10^6 steps): 0.94 successes expected; 5 or more has probability 0.3%
+    actions = np.random.default_rng(0).integers(2, size=1_000 * 1_000)
+    env.reset(seed=1)
+    successes, index = 0, 0
+    for _ in range(1_000):
+        env.reset()
+        terminated = truncated = False
+        while not (terminated or truncated):
+            _, _, terminated, truncated, info = env.step(actions[index])
+            index += 1
+        successes += int(info["is_success"])
+    assert successes < 5

@@ -5,20 +5,46 @@ Benchmark environments of the paper's experiments, registered with Gymnasium whe
   ``sb3_haepo/Bandit10-v0``, ``Bandit20-v0``, ``Bandit30-v0``: K = 10, 20, 30.
 - ``sb3_haepo/RandomWalk-v0``: :class:`RandomWalkEnv`, ``horizon`` kwarg (default 500).
 
-Both are registered without a ``TimeLimit`` wrapper (bandit episodes last one step, the random walk enforces its
-own horizon).
+Long sparse random walks (:data:`LONG_RANDOM_WALKS`): the same env with a horizon of 10^3, 10^4 and 10^5 steps, a
+far goal and slipping moves, so that a uniformly random policy almost never succeeds and the optimal one (always
+right) needs more than half of the horizon. The figures are exact (:func:`success_statistics`, no sampling):
+
+==============================  =======  =============  =====  ==================  ===============  ============
+id                              horizon  goal_distance  slip   optimum: success    optimum: steps   random:
+                                                                                   to the goal      success
+==============================  =======  =============  =====  ==================  ===============  ============
+``sb3_haepo/RandomWalk1k-v0``   1,000    110            0.4    0.9991              539.5 (54%)      9.4e-4
+``sb3_haepo/RandomWalk10k-v0``  10,000   350            0.468  0.9992              5,350 (53.5%)    9.1e-4
+``sb3_haepo/RandomWalk100k-v0`` 100,000  1,100          0.49   0.9990              53,723 (53.7%)   1.0e-3
+==============================  =======  =============  =====  ==================  ===============  ============
+
+The three are one problem at three time resolutions: the goal sits about 3.5 standard deviations of the unbiased
+walk away (``goal_distance ~ 3.5 sqrt(horizon)``) and the optimal drift ``1 - 2 slip`` is about ``2 goal_distance /
+horizon``, so a policy that moves right with probability q succeeds with nearly the same probability on all three
+(q = 0.6: 3%; q = 0.75: 49-50%; q = 1: 99.9%) while the effect of one action on the outcome shrinks as
+``1 / sqrt(horizon)``. Learnable in principle: the success rate rises smoothly with q, but a random policy sees a
+success about once in 1,000 episodes (10^6, 10^7 and 10^8 steps).
+
+Every env here is registered without a ``TimeLimit`` wrapper (bandit episodes last one step, the random walks
+enforce their own horizon).
 """
 
 from gymnasium.envs.registration import register, registry
 
 from sb3_haepo.envs.bandit import BanditEnv
-from sb3_haepo.envs.random_walk import RandomWalkEnv
+from sb3_haepo.envs.random_walk import RandomWalkEnv, RandomWalkStatistics, success_statistics
 
 BANDIT_ENV_IDS: tuple[str, ...] = ("sb3_haepo/Bandit10-v0", "sb3_haepo/Bandit20-v0", "sb3_haepo/Bandit30-v0")
 RANDOM_WALK_ENV_ID = "sb3_haepo/RandomWalk-v0"
+# Long sparse random walks: id -> RandomWalkEnv kwargs (see the module docstring for the optimum and random figures)
+LONG_RANDOM_WALKS: dict[str, dict[str, int | float]] = {
+    "sb3_haepo/RandomWalk1k-v0": {"horizon": 1_000, "goal_distance": 110, "slip_prob": 0.4},
+    "sb3_haepo/RandomWalk10k-v0": {"horizon": 10_000, "goal_distance": 350, "slip_prob": 0.468},
+    "sb3_haepo/RandomWalk100k-v0": {"horizon": 100_000, "goal_distance": 1_100, "slip_prob": 0.49},
+}
 
 
-def _register(env_id: str, entry_point: str, **kwargs: int) -> None:
+def _register(env_id: str, entry_point: str, **kwargs: int | float) -> None:
     if env_id not in registry:
         register(id=env_id, entry_point=entry_point, kwargs=kwargs)
 
@@ -27,5 +53,15 @@ _register("sb3_haepo/Bandit-v0", "sb3_haepo.envs.bandit:BanditEnv")
 for _n_arms in (10, 20, 30):
     _register(f"sb3_haepo/Bandit{_n_arms}-v0", "sb3_haepo.envs.bandit:BanditEnv", n_arms=_n_arms)
 _register(RANDOM_WALK_ENV_ID, "sb3_haepo.envs.random_walk:RandomWalkEnv")
+for _env_id, _kwargs in LONG_RANDOM_WALKS.items():
+    _register(_env_id, "sb3_haepo.envs.random_walk:RandomWalkEnv", **_kwargs)
 
-__all__ = ["BANDIT_ENV_IDS", "RANDOM_WALK_ENV_ID", "BanditEnv", "RandomWalkEnv"]
+__all__ = [
+    "BANDIT_ENV_IDS",
+    "LONG_RANDOM_WALKS",
+    "RANDOM_WALK_ENV_ID",
+    "BanditEnv",
+    "RandomWalkEnv",
+    "RandomWalkStatistics",
+    "success_statistics",
+]
