@@ -25,17 +25,30 @@ horizon``, so a policy that moves right with probability q succeeds with nearly 
 ``1 / sqrt(horizon)``. Learnable in principle: the success rate rises smoothly with q, but a random policy sees a
 success about once in 1,000 episodes (10^6, 10^7 and 10^8 steps).
 
+Deep exploration:
+
+- ``sb3_haepo/DeepSea-v0``: :class:`DeepSeaEnv`, bsuite's deterministic ``deep_sea``, ``size`` kwarg N (default
+  10); ``sb3_haepo/DeepSea10-v0``, ``DeepSea30-v0``, ``DeepSea100-v0``: N = 10, 30, 100. Episodes last N steps;
+  the treasure (+1) takes N "right" moves in a row, each costing 0.01 / N, with the meaning of the actions drawn per
+  cell from ``mapping_seed`` (default 42, bsuite's sweep; fixed at construction, not by the reset seed, so training
+  and evaluation envs are one MDP). Optimum: return 0.99, success rate 1. Uniformly random policy: success rate
+  ``2 ** -N`` (9.8e-4, 9.3e-10, 7.9e-31), expected return ``2 ** -N - 0.005``. Dithering exploration (entropy,
+  epsilon-greedy) with a per-step critic needs on the order of ``2 ** N`` episodes to see the treasure once and
+  learns "always left" (return 0) meanwhile (Osband et al., bsuite, https://arxiv.org/abs/1908.03568).
+
 Every env here is registered without a ``TimeLimit`` wrapper (bandit episodes last one step, the random walks
-enforce their own horizon).
+enforce their own horizon, DeepSea episodes last N steps).
 """
 
 from gymnasium.envs.registration import register, registry
 
 from sb3_haepo.envs.bandit import BanditEnv
+from sb3_haepo.envs.deep_sea import DeepSeaEnv
 from sb3_haepo.envs.random_walk import RandomWalkEnv, RandomWalkStatistics, success_statistics
 
 BANDIT_ENV_IDS: tuple[str, ...] = ("sb3_haepo/Bandit10-v0", "sb3_haepo/Bandit20-v0", "sb3_haepo/Bandit30-v0")
 RANDOM_WALK_ENV_ID = "sb3_haepo/RandomWalk-v0"
+DEEP_SEA_ENV_IDS: tuple[str, ...] = ("sb3_haepo/DeepSea10-v0", "sb3_haepo/DeepSea30-v0", "sb3_haepo/DeepSea100-v0")
 # Long sparse random walks: id -> RandomWalkEnv kwargs (see the module docstring for the optimum and random figures)
 LONG_RANDOM_WALKS: dict[str, dict[str, int | float]] = {
     "sb3_haepo/RandomWalk1k-v0": {"horizon": 1_000, "goal_distance": 110, "slip_prob": 0.4},
@@ -55,12 +68,17 @@ for _n_arms in (10, 20, 30):
 _register(RANDOM_WALK_ENV_ID, "sb3_haepo.envs.random_walk:RandomWalkEnv")
 for _env_id, _kwargs in LONG_RANDOM_WALKS.items():
     _register(_env_id, "sb3_haepo.envs.random_walk:RandomWalkEnv", **_kwargs)
+_register("sb3_haepo/DeepSea-v0", "sb3_haepo.envs.deep_sea:DeepSeaEnv")
+for _size in (10, 30, 100):
+    _register(f"sb3_haepo/DeepSea{_size}-v0", "sb3_haepo.envs.deep_sea:DeepSeaEnv", size=_size)
 
 __all__ = [
     "BANDIT_ENV_IDS",
+    "DEEP_SEA_ENV_IDS",
     "LONG_RANDOM_WALKS",
     "RANDOM_WALK_ENV_ID",
     "BanditEnv",
+    "DeepSeaEnv",
     "RandomWalkEnv",
     "RandomWalkStatistics",
     "success_statistics",
