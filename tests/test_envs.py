@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -330,3 +333,27 @@ def test_deep_sea_bad_values():
         DeepSeaEnv(randomize_actions="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="action must be 0 or 1, got 2"):
         DeepSeaEnv(size=3).step(np.int64(2))
+
+
+def test_minigrid_is_optional():
+    # Without the minigrid package (blocked in sys.modules), the envs still import and register; making a MiniGrid
+    # env says which extra to install
+    code = """
+import sys
+sys.modules["minigrid"] = None
+import gymnasium as gym
+import sb3_haepo.envs
+assert "sb3_haepo/MiniGrid-DoorKey-16x16-Flat-v0" in gym.registry
+for make in (lambda: gym.make("sb3_haepo/MiniGrid-DoorKey-16x16-Flat-v0"),
+             lambda: sb3_haepo.envs.make_minigrid_env("MiniGrid-DoorKey-16x16-v0")):
+    try:
+        make()
+    except ImportError as error:
+        assert 'pip install "sb3_haepo[minigrid]"' in str(error), error
+    else:
+        raise AssertionError("no ImportError")
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

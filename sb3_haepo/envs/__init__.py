@@ -36,6 +36,13 @@ Deep exploration:
   epsilon-greedy) with a per-step critic needs on the order of ``2 ** N`` episodes to see the treasure once and
   learns "always left" (return 0) meanwhile (Osband et al., bsuite, https://arxiv.org/abs/1908.03568).
 
+Long-horizon sparse MiniGrid tasks (:mod:`sb3_haepo.envs.minigrid`, needs the ``minigrid`` extra):
+``MiniGrid-DoorKey-16x16-v0`` (2560 steps) and ``MiniGrid-KeyCorridorS6R3-v0`` (1080 steps) through
+:func:`make_minigrid_env`, or registered with their observation wrapper as
+``sb3_haepo/MiniGrid-DoorKey-16x16-Flat-v0``, ``sb3_haepo/MiniGrid-DoorKey-16x16-Image-v0``,
+``sb3_haepo/MiniGrid-KeyCorridorS6R3-Flat-v0`` and ``sb3_haepo/MiniGrid-KeyCorridorS6R3-Image-v0``; :class:`MiniGridCNN`
+is a CNN for their 7 x 7 x 3 view.
+
 Every env here is registered without a ``TimeLimit`` wrapper (bandit episodes last one step, the random walks
 enforce their own horizon, DeepSea episodes last N steps).
 """
@@ -44,6 +51,14 @@ from gymnasium.envs.registration import register, registry
 
 from sb3_haepo.envs.bandit import BanditEnv
 from sb3_haepo.envs.deep_sea import DeepSeaEnv
+from sb3_haepo.envs.minigrid import (
+    MINIGRID_LONG_HORIZON_TASKS,
+    MINIGRID_WRAPPED_ENV_IDS,
+    MiniGridCNN,
+    MiniGridObsWrapper,
+    make_minigrid_env,
+    minigrid_cnn_policy_kwargs,
+)
 from sb3_haepo.envs.random_walk import RandomWalkEnv, RandomWalkStatistics, success_statistics
 
 BANDIT_ENV_IDS: tuple[str, ...] = ("sb3_haepo/Bandit10-v0", "sb3_haepo/Bandit20-v0", "sb3_haepo/Bandit30-v0")
@@ -57,9 +72,10 @@ LONG_RANDOM_WALKS: dict[str, dict[str, int | float]] = {
 }
 
 
-def _register(env_id: str, entry_point: str, **kwargs: int | float) -> None:
-    if env_id not in registry:
-        register(id=env_id, entry_point=entry_point, kwargs=kwargs)
+def _register(registered_id: str, entry_point: str, /, **kwargs: int | float | str) -> None:
+    # Positional-only: the MiniGrid entry point takes an env_id kwarg
+    if registered_id not in registry:
+        register(id=registered_id, entry_point=entry_point, kwargs=kwargs)
 
 
 _register("sb3_haepo/Bandit-v0", "sb3_haepo.envs.bandit:BanditEnv")
@@ -71,15 +87,24 @@ for _env_id, _kwargs in LONG_RANDOM_WALKS.items():
 _register("sb3_haepo/DeepSea-v0", "sb3_haepo.envs.deep_sea:DeepSeaEnv")
 for _size in (10, 30, 100):
     _register(f"sb3_haepo/DeepSea{_size}-v0", "sb3_haepo.envs.deep_sea:DeepSeaEnv", size=_size)
+# The entry point imports minigrid only when the env is made
+for _env_id, (_minigrid_id, _observation) in MINIGRID_WRAPPED_ENV_IDS.items():
+    _register(_env_id, "sb3_haepo.envs.minigrid:make_minigrid_env", env_id=_minigrid_id, observation=_observation)
 
 __all__ = [
     "BANDIT_ENV_IDS",
     "DEEP_SEA_ENV_IDS",
     "LONG_RANDOM_WALKS",
+    "MINIGRID_LONG_HORIZON_TASKS",
+    "MINIGRID_WRAPPED_ENV_IDS",
     "RANDOM_WALK_ENV_ID",
     "BanditEnv",
     "DeepSeaEnv",
+    "MiniGridCNN",
+    "MiniGridObsWrapper",
     "RandomWalkEnv",
     "RandomWalkStatistics",
+    "make_minigrid_env",
+    "minigrid_cnn_policy_kwargs",
     "success_statistics",
 ]
