@@ -1,5 +1,7 @@
+import importlib.util
 import os
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -169,3 +171,22 @@ def test_bad_values():
         make_minigrid_env("CartPole-v1")
     with pytest.raises(ValueError, match="Unknown observation"):
         MiniGridObsWrapper(gym.make("MiniGrid-DoorKey-16x16-v0"), observation="dict")  # type: ignore[arg-type]
+
+
+def test_shortest_solution_search_of_the_docs():
+    # scripts/env_baselines.py finds the optimum figures of the docs by breadth-first search; its plans must solve
+    # the real env with the reward of their length
+    path = Path(__file__).parent.parent / "scripts" / "env_baselines.py"
+    spec = importlib.util.spec_from_file_location("env_baselines", path)
+    assert spec is not None and spec.loader is not None
+    baselines = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(baselines)
+    for env_id, expected_length in (("MiniGrid-DoorKey-16x16-v0", 29), ("MiniGrid-KeyCorridorS6R3-v0", 39)):
+        env = make_minigrid_env(env_id, "image")
+        env.reset(seed=0)
+        plan = baselines.LayoutSearch(env).solve()
+        assert len(plan) == expected_length
+        rewards = [env.step(action)[1:3] for action in plan]
+        assert all(not terminated for _, terminated in rewards[:-1])
+        reward, terminated = rewards[-1]
+        assert terminated and reward == pytest.approx(1 - 0.9 * expected_length / env.unwrapped.max_steps)
