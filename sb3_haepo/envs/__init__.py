@@ -7,7 +7,8 @@ Benchmark environments of the paper's experiments, registered with Gymnasium whe
 
 Long sparse random walks (:data:`LONG_RANDOM_WALKS`): the same env with a horizon of 10^3, 10^4 and 10^5 steps, a
 far goal and slipping moves, so that a uniformly random policy almost never succeeds and the optimal one (always
-right) needs more than half of the horizon. The figures are exact (:func:`success_statistics`, no sampling):
+right) needs more than half of the horizon. The figures are exact (:func:`success_statistics`, no sampling;
+``scripts/env_baselines.py`` prints them, and those of DeepSea and MiniGrid):
 
 ==============================  =======  =============  =====  ==================  ===============  ============
 id                              horizon  goal_distance  slip   optimum: success    optimum: steps   random:
@@ -36,9 +37,11 @@ Deep exploration:
   epsilon-greedy) with a per-step critic needs on the order of ``2 ** N`` episodes to see the treasure once and
   learns "always left" (return 0) meanwhile (Osband et al., bsuite, https://arxiv.org/abs/1908.03568).
 
-Long-horizon sparse MiniGrid tasks (:mod:`sb3_haepo.envs.minigrid`, needs the ``minigrid`` extra):
-``MiniGrid-DoorKey-16x16-v0`` (2560 steps) and ``MiniGrid-KeyCorridorS6R3-v0`` (1080 steps) through
-:func:`make_minigrid_env`, or registered with their observation wrapper as
+Long-horizon sparse MiniGrid tasks (:mod:`sb3_haepo.envs.minigrid`, needs the ``minigrid`` extra), reward
+``1 - 0.9 * steps / max_steps`` on success: ``MiniGrid-DoorKey-16x16-v0`` (2560 steps; shortest solution 33.3 steps on
+average over the layouts of seeds 0-99, optimum return 0.988; uniformly random policy: 0 successes in 100 episodes)
+and ``MiniGrid-KeyCorridorS6R3-v0`` (1080 steps; 41.4 steps, 0.966; 0 in 100), through :func:`make_minigrid_env`, or
+registered with their observation wrapper as
 ``sb3_haepo/MiniGrid-DoorKey-16x16-Flat-v0``, ``sb3_haepo/MiniGrid-DoorKey-16x16-Image-v0``,
 ``sb3_haepo/MiniGrid-KeyCorridorS6R3-Flat-v0`` and ``sb3_haepo/MiniGrid-KeyCorridorS6R3-Image-v0``; :class:`MiniGridCNN`
 is a CNN for their 7 x 7 x 3 view.

@@ -4,12 +4,21 @@ MiniGrid's long-horizon sparse tasks (the ``minigrid`` package, https://minigrid
 MiniGrid gives a 7 x 7 x 3 egocentric view (object index 0-10, colour index 0-5, door state 0-2 per cell) plus a
 mission string, 7 discrete actions (turn left, turn right, forward, pick up, drop, toggle, done), and a single
 reward on success, ``1 - 0.9 * step_count / max_steps`` (0 on time-out). The env truncates the episode itself at
-``max_steps`` (no ``TimeLimit``). Two tasks with long limits:
+``max_steps`` (no ``TimeLimit``). Two tasks with long limits, with figures over the layouts of ``reset(seed=0..99)``
+(``scripts/env_baselines.py``; the shortest solution of each layout found by breadth-first search and replayed):
 
 - ``MiniGrid-DoorKey-16x16-v0``: pick up the key, unlock the door in the wall, reach the goal square; ``max_steps =
-  10 * 16 ** 2 = 2560``.
+  10 * 16 ** 2 = 2560``. Shortest solution 33.3 steps on average (15-50): optimum return 0.988. Uniformly random
+  policy (7 actions): 0 successes in 100 episodes.
 - ``MiniGrid-KeyCorridorS6R3-v0``: find the key in one of the side rooms off a corridor, unlock the locked room and
   pick up the ball in it (drop the key first: the agent carries one object); ``max_steps = 30 * 6 ** 2 = 1080``.
+  Shortest solution 41.4 steps on average (24-80): optimum return 0.966. Uniformly random policy: 0 successes in 100
+  episodes.
+
+The RL Zoo's ``ppo.yml`` has no entry for these two, only for small MiniGrid tasks (``DoorKey-5x5``,
+``KeyCorridorS3R1``, ...), all with ``FlatObsWrapper``, ``normalize: true``, 8 envs, ``MlpPolicy``, ``n_steps: 128``,
+``batch_size: 64``, ``gae_lambda: 0.95``, ``gamma: 0.99``, ``n_epochs: 10``, ``ent_coef: 0.0``,
+``learning_rate: 2.5e-4``, ``clip_range: 0.2`` (the README lists them with their budgets).
 
 :func:`make_minigrid_env` builds such an env with the observation wrapper a policy needs
 (:class:`MiniGridObsWrapper`, which applies minigrid's own): ``observation="flat"``
