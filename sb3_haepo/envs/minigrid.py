@@ -28,7 +28,7 @@ for a CNN). SB3's ``NatureCNN`` (kernel 8, stride 4) does not fit a 7 x 7 input:
 extractor for it, and :func:`minigrid_cnn_policy_kwargs` gives the ``policy_kwargs`` that use it. The wrapped envs
 are also registered (``import sb3_haepo.envs``) as ``sb3_haepo/MiniGrid-DoorKey-16x16-Flat-v0``, ``...-Image-v0``
 and ``sb3_haepo/MiniGrid-KeyCorridorS6R3-Flat-v0``, ``...-Image-v0`` (``max_steps`` as a kwarg), for the benchmark
-runner and ``haepo-zoo``.
+runner and ``haepo-zoo`` (``train --gym-packages sb3_haepo.envs``).
 
 ``minigrid`` is an optional dependency (``pip install "sb3_haepo[minigrid]"``): this module imports without it and
 :func:`make_minigrid_env` raises an ``ImportError`` naming the extra when it is missing.
