@@ -13,7 +13,7 @@ $(VENV)/.installed: setup.py
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q "$(TORCH_SPEC)"
-	$(PYTHON) -m pip install -q -e ".[tests,zoo,plots,box2d]"
+	$(PYTHON) -m pip install -q -e ".[tests,zoo,plots,box2d,minigrid]"
 	touch $@
 
 setup: $(VENV)/.installed

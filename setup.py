@@ -35,7 +35,11 @@ setup(
             "tqdm",
             "rich",
             "tensorboard",
+            # tests/test_minigrid.py (the MiniGrid tasks of sb3_haepo.envs.minigrid)
+            "minigrid>=3.0",
         ],
+        # MiniGrid's long-horizon sparse tasks (sb3_haepo.envs.minigrid: DoorKey-16x16, KeyCorridorS6R3)
+        "minigrid": ["minigrid>=3.0"],
         "zoo": [
             "rl_zoo3>=2.9,<3.0",
             "sb3_contrib>=2.9,<3.0",
