@@ -14,6 +14,10 @@ ALGOS: dict[str, type[BaseAlgorithm]] = {"haepo": HAEPO, "ppo": PPO, "grpo": GRP
 
 BANDITS = ("sb3_haepo/Bandit10-v0", "sb3_haepo/Bandit20-v0", "sb3_haepo/Bandit30-v0")
 RANDOM_WALK = "sb3_haepo/RandomWalk-v0"
+# The long-horizon sparse tasks (sb3_haepo/envs): evaluation return = success rate on the random walks, 0.99 x success
+# rate on DeepSea (its treasure is worth 1 minus 0.01 for the moves that reach it)
+LONG_RANDOM_WALKS = ("sb3_haepo/RandomWalk1k-v0", "sb3_haepo/RandomWalk10k-v0", "sb3_haepo/RandomWalk100k-v0")
+DEEP_SEAS = ("sb3_haepo/DeepSea10-v0", "sb3_haepo/DeepSea30-v0", "sb3_haepo/DeepSea100-v0")
 
 # rl-zoo3's tuned PPO settings for CartPole-v1 (its hyperparams/ppo.yml, with n_envs: 8):
 # lin_0.001 and lin_0.2 are linear decays to 0 over the training budget
@@ -40,6 +44,7 @@ DEFAULT_N_TIMESTEPS = 100_000
 THRESHOLDS: dict[str, float | None] = {
     "CartPole-v1": 475.0,
     RANDOM_WALK: 0.9,  # evaluation return = success rate
+    **{env_id: 0.9 for env_id in LONG_RANDOM_WALKS + DEEP_SEAS},
     "Acrobot-v1": -100.0,
     "MountainCar-v0": -110.0,
     "LunarLander-v3": 200.0,
@@ -50,7 +55,7 @@ THRESHOLDS: dict[str, float | None] = {
 # Keys of the final info dict written to the monitor csv of each training episode
 INFO_KEYWORDS: dict[str, tuple[str, ...]] = {
     **{env_id: ("regret", "is_success") for env_id in BANDITS},
-    RANDOM_WALK: ("is_success",),
+    **{env_id: ("is_success",) for env_id in (RANDOM_WALK, *LONG_RANDOM_WALKS, *DEEP_SEAS)},
 }
 
 
