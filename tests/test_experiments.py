@@ -120,9 +120,9 @@ def test_readme_quotes_the_published_reports():
         (identity.README_BLOCK, identity.PUBLISHED_REPORT),
     )
     for block, report in blocks:
-        assert published.read_block(readme, block) == (ROOT / report).read_text(encoding="utf-8"), (
-            f"README's {block} block differs from {report}: re-run the command that writes it"
-        )
+        assert published.read_block(readme, block) == (ROOT / report).read_text(
+            encoding="utf-8"
+        ), f"README's {block} block differs from {report}: re-run the command that writes it"
     record = json.loads((ROOT / cartpole.record_path(cartpole.PUBLISHED_REPORT)).read_text(encoding="utf-8"))
     assert record["command"] == cartpole.PUBLISH_COMMAND
     assert record["config"] == vars(cartpole.MainJobConfig())
