@@ -82,7 +82,7 @@ def test_parse_adaptive_coef(value, expected):
     "value", ["autox", "auto_", "auto_abc", "auto_0", "auto_-0.1", "auto_1e3", "Auto", -0.1, float("nan"), True, None]
 )
 def test_parse_adaptive_coef_rejects(value):
-    allowed = r"ref_kl_coef must be a finite number >= 0, 'auto' or 'auto_<start>' with a start in \[1e-06, 100\]"
+    allowed = r"ref_kl_coef must be a finite number >= 0, 'auto' or 'auto_<start>' with a start in \[1e-06, 10\]"
     with pytest.raises(ValueError, match=allowed):
         parse_adaptive_coef("ref_kl_coef", value)
 
@@ -145,7 +145,7 @@ def test_adapt_weight_ent_coef_on_hand_made_groups():
 
 def test_adapt_weight_ent_coef_bounds():
     assert adapt_weight_ent_coef(ADAPTIVE_COEF_MIN, 2.0, 1.0) == ADAPTIVE_COEF_MIN
-    assert adapt_weight_ent_coef(80.0, 0.0, 1.0) == ADAPTIVE_COEF_MAX
+    assert adapt_weight_ent_coef(8.0, 0.0, 1.0) == ADAPTIVE_COEF_MAX
     assert adapt_weight_ent_coef(0.01, 1.0, 2.0, max_log_step=0.1) == pytest.approx(0.01 * math.exp(0.1))
     with pytest.raises(ValueError, match="weight_entropy must be a finite number, got nan"):
         adapt_weight_ent_coef(0.01, float("nan"), 1.0)

@@ -25,7 +25,9 @@ CREDIT_OPTIONS: tuple[str, ...] = ("episode", "reward_to_go")
 # kept within
 ADAPTIVE_COEF_START = 0.01
 ADAPTIVE_COEF_MIN = 1e-6
-ADAPTIVE_COEF_MAX = 100.0
+ADAPTIVE_COEF_MAX = 10.0
+# The default target of KL(w || w_ref) after an update, for ref_kl_coef="auto"
+DEFAULT_TARGET_REF_KL = 0.01
 # PPO's adaptive KL penalty: the tolerance band around the target, and the factor applied outside it
 KL_TOLERANCE = 1.5
 KL_COEF_FACTOR = 2.0

@@ -11,6 +11,7 @@ from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import (
     CREDIT_OPTIONS,
+    DEFAULT_TARGET_REF_KL,
     NORMALIZE_RETURNS_OPTIONS,
     TRAJECTORY_SCORE_OPTIONS,
     NormalizeReturns,
@@ -55,10 +56,6 @@ EPISODE_CREDIT_PRESET: dict[str, Any] = {
     "minibatch_size": None,
     "clip_range": None,
 }
-
-
-# The default target of KL(w || w_ref) after an update for ref_kl_coef="auto" (docs/METHOD.md section 10)
-DEFAULT_TARGET_REF_KL = 0.01
 
 
 def check_adaptive_target(name: str, target: float | None, coef_name: str, coef: float | str, minimum: float | None) -> None:
