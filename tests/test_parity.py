@@ -189,22 +189,31 @@ def test_never_ending_env_returns_promptly_with_a_warning(algo):
     assert model.rollout_buffer.n_in_progress_steps == 64
 
 
-@pytest.mark.parametrize("algo", ALGOS)
-def test_learn_in_two_calls_equals_one_call(algo):
+@pytest.mark.parametrize(
+    "algo, extra",
+    [
+        *[(algo, {}) for algo in ALGOS],
+        # Adaptive beta and lam, frozen reference (docs/METHOD.md section 10)
+        (HAEPO, dict(weight_ent_coef="auto", ref_kl_coef="auto", target_ref_kl=1e-3, ref_update_interval=None)),
+    ],
+)
+def test_learn_in_two_calls_equals_one_call(algo, extra):
     """learn(a) then learn(b, reset_num_timesteps=False) trains exactly as learn(a + b) (bitwise, on the CPU)."""
 
-    def train(budgets: list[int]) -> tuple[th.Tensor, th.Tensor, int, int]:
-        model = algo("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), **SMALL)
+    def train(budgets: list[int]) -> tuple[th.Tensor, th.Tensor, int, int, tuple]:
+        model = algo("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), **SMALL, **extra)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             for i, budget in enumerate(budgets):
                 model.learn(budget, reset_num_timesteps=i == 0)
-        return flat(model.policy), flat(model.ref_policy), model.num_timesteps, model._n_train_calls
+        coefs = (getattr(model, "weight_ent_coef", None), getattr(model, "ref_kl_coef", None))
+        return flat(model.policy), flat(model.ref_policy), model.num_timesteps, model._n_train_calls, coefs
 
     # 700 is not a group boundary: the first call stops with a group in progress
-    policy_split, ref_split, steps_split, updates_split = train([700, 900])
-    policy_once, ref_once, steps_once, updates_once = train([1600])
+    policy_split, ref_split, steps_split, updates_split, coefs_split = train([700, 900])
+    policy_once, ref_once, steps_once, updates_once, coefs_once = train([1600])
     assert steps_split == steps_once == 1600 and updates_split == updates_once > 2
+    assert coefs_split == coefs_once
     assert th.equal(policy_split, policy_once)
     assert th.equal(ref_split, ref_once)
 

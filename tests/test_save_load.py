@@ -38,26 +38,41 @@ def test_save_load_roundtrip(tmp_path):
         assert th.equal(group_a["exp_avg"], group_b["exp_avg"])
 
 
-def test_continue_after_load_equals_not_stopping(tmp_path):
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        # Adaptive beta and lam (their current values are saved) and a frozen reference (docs/METHOD.md section 10)
+        dict(weight_ent_coef="auto", ref_kl_coef="auto", target_ref_kl=1e-3, ref_update_interval=None),
+    ],
+)
+def test_continue_after_load_equals_not_stopping(tmp_path, extra):
     """Training on after save/load gives exactly what the same model gives without stopping, reference included."""
     # On the CPU, where runs are bitwise reproducible (CUDA's index_add_ uses atomics)
-    model = HAEPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1, seed=0), device="cpu", **KWARGS)
+    model = HAEPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1, seed=0), device="cpu", **{**KWARGS, **extra})
     model.learn(400)
     model.save(tmp_path / "haepo.zip")
 
-    def continue_training(algo: HAEPO) -> tuple[th.Tensor, th.Tensor]:
+    def continue_training(algo: HAEPO) -> tuple[th.Tensor, th.Tensor, float, float]:
         # Same env seed and RNG state for both runs: the only difference is the save/load round trip
         env = make_vec_env("CartPole-v1", n_envs=1, seed=123)
         algo.set_env(env, force_reset=True)
         set_random_seed(7)
         algo.learn(600, reset_num_timesteps=False)
-        return flat(algo.policy), flat(algo.ref_policy)
+        return flat(algo.policy), flat(algo.ref_policy), algo.weight_ent_coef, algo.ref_kl_coef
 
     loaded = HAEPO.load(tmp_path / "haepo.zip", device="cpu")
-    policy_loaded, ref_loaded = continue_training(loaded)
-    policy_straight, ref_straight = continue_training(model)
+    assert (loaded.weight_ent_coef, loaded.ref_kl_coef) == (model.weight_ent_coef, model.ref_kl_coef)
+    policy_loaded, ref_loaded, *coefs_loaded = continue_training(loaded)
+    policy_straight, ref_straight, *coefs_straight = continue_training(model)
     assert th.equal(policy_loaded, policy_straight)
     assert th.equal(ref_loaded, ref_straight)
+    assert coefs_loaded == coefs_straight
+    if extra:
+        # The coefficients did adapt, and the frozen reference is still the initial policy's copy
+        assert coefs_straight != [0.01, 0.01]
+        initial = HAEPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1, seed=0), device="cpu", **{**KWARGS, **extra})
+        assert th.equal(ref_straight, flat(initial.policy))
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])

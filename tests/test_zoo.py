@@ -429,6 +429,34 @@ def test_yml_entry_builds_model(env_id: str, algo: str, tmp_path: Path) -> None:
     env.close()
 
 
+def test_yml_adaptive_coefficients_and_frozen_reference(tmp_path: Path) -> None:
+    """A yml entry can ask for adaptive beta and lam and a frozen reference (``null``): the zoo passes them through."""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    config = tmp_path / "haepo.yml"
+    config.write_text(
+        "CartPole-v1:\n"
+        "  n_timesteps: 1000\n"
+        "  policy: 'MlpPolicy'\n"
+        "  weight_ent_coef: auto\n"
+        "  ref_kl_coef: auto_0.05\n"
+        "  target_ref_kl: 0.02\n"
+        "  ref_update_interval: null\n"
+    )
+    haepo_zoo.register()
+    exp_manager = ExperimentManager(argparse.Namespace(), "haepo", "CartPole-v1", str(tmp_path), config=str(config), verbose=0)
+    result = exp_manager.setup_experiment()
+    assert result is not None
+    model, _ = result
+    assert isinstance(model, HAEPO)
+    assert model.ref_update_interval is None
+    assert (model.weight_ent_coef, model.weight_ent_coef_auto) == (0.01, True)
+    assert (model.ref_kl_coef, model.ref_kl_coef_auto, model.target_ref_kl) == (0.05, True, 0.02)
+    env = model.get_env()
+    assert env is not None
+    env.close()
+
+
 def test_sampler_and_converter() -> None:
     """Sampled parameters are valid HAEPO kwargs, and the converter maps the raw trial params to the same kwargs."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))

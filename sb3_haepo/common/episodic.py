@@ -92,7 +92,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
     :param n_epochs: Number of passes over each group
     :param batch_size: Number of steps evaluated at once (a chunk or a minibatch, as the algorithm uses it)
     :param ref_update_interval: The reference policy becomes a copy of the policy at the start of every
-        ``ref_update_interval``-th update
+        ``ref_update_interval``-th update (the first update included). None: a frozen initial policy, as in RLHF: the
+        reference is the policy as it was at the start of the first update and is never refreshed
     :param max_episode_steps: Guard for envs that never end: an episode that reaches this many steps without
         ``done`` is cut there and closed as truncated (the env itself keeps running, and its next steps start a new
         episode). Cuts are counted in ``rollout/n_cut_episodes``.
@@ -122,7 +123,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         n_epochs: int,
         batch_size: int,
         gamma: float,
-        ref_update_interval: int,
+        ref_update_interval: int | None,
         max_grad_norm: float,
         max_episode_steps: int,
         use_sde: bool = False,
@@ -160,11 +161,19 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         for name, value in (
             ("n_epochs", n_epochs),
             ("batch_size", batch_size),
-            ("ref_update_interval", ref_update_interval),
             ("max_episode_steps", max_episode_steps),
         ):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if ref_update_interval is not None and (
+            isinstance(ref_update_interval, bool)
+            or not isinstance(ref_update_interval, (int, np.integer))
+            or ref_update_interval < 1
+        ):
+            raise ValueError(
+                "ref_update_interval must be an integer >= 1 (refresh the reference every this many updates) or None "
+                f"(a frozen reference: the policy at the first update, never refreshed), got {ref_update_interval!r}"
+            )
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
         if max_grad_norm <= 0:
@@ -172,7 +181,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self.n_episodes = int(n_episodes)
         self.n_epochs = int(n_epochs)
         self.batch_size = int(batch_size)
-        self.ref_update_interval = int(ref_update_interval)
+        self.ref_update_interval = None if ref_update_interval is None else int(ref_update_interval)
         self.max_episode_steps = int(max_episode_steps)
         self._n_train_calls = 0
         self._n_cut_episodes = 0
@@ -216,10 +225,16 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
 
     def _refresh_reference(self) -> None:
         """
-        Call at the start of each update: every ``ref_update_interval``-th update, the frozen reference policy
-        becomes a copy of the current policy.
+        Call at the start of each update: every ``ref_update_interval``-th update (updates 1, 1 + interval,
+        1 + 2 * interval, ...), the frozen reference policy becomes a copy of the current policy. With
+        ``ref_update_interval=None`` only the first update copies it, so the reference stays the policy as it was
+        when training started (including weights loaded into the policy before the first ``learn()``).
         """
-        if self._n_train_calls % self.ref_update_interval == 0:
+        if self.ref_update_interval is None:
+            refresh = self._n_train_calls == 0
+        else:
+            refresh = self._n_train_calls % self.ref_update_interval == 0
+        if refresh:
             self.ref_policy.load_state_dict(self.policy.state_dict())
         self._n_train_calls += 1
 

@@ -5,6 +5,8 @@ Everything here works on one *group* of ``M`` complete episodes and on tensors o
 (per episode) or ``(N,)`` (per step, with an ``episode_index`` of shape ``(N,)`` mapping each step to its episode).
 """
 
+import math
+import re
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -18,6 +20,20 @@ Credit = Literal["episode", "reward_to_go"]
 NORMALIZE_RETURNS_OPTIONS: tuple[str, ...] = ("sum", "zscore")
 TRAJECTORY_SCORE_OPTIONS: tuple[str, ...] = ("sum", "mean")
 CREDIT_OPTIONS: tuple[str, ...] = ("episode", "reward_to_go")
+
+# Adaptive coefficients (docs/METHOD.md section 10): the start value of "auto", and the bounds every adapted value is
+# kept within
+ADAPTIVE_COEF_START = 0.01
+ADAPTIVE_COEF_MIN = 1e-6
+ADAPTIVE_COEF_MAX = 10.0
+# The default target of KL(w || w_ref) after an update, for ref_kl_coef="auto"
+DEFAULT_TARGET_REF_KL = 0.01
+# PPO's adaptive KL penalty: the tolerance band around the target, and the factor applied outside it
+KL_TOLERANCE = 1.5
+KL_COEF_FACTOR = 2.0
+# The largest change of log(beta) in one update: beta at most doubles or halves, as lam does under PPO's rule
+MAX_LOG_ENT_COEF_STEP = math.log(2.0)
+_AUTO_COEF = re.compile(r"^auto(?:_(?P<start>.+))?$")
 
 
 def _check_1d_same_shape(**tensors: th.Tensor) -> None:
@@ -445,6 +461,151 @@ def weight_diagnostics(log_weights: th.Tensor, ref_scores: th.Tensor) -> dict[st
             "effective_n_episodes": float(1.0 / (weights**2).sum()),
             "ref_kl": float((weights * (log_weights - th.log_softmax(ref_scores, dim=0))).sum()),
         }
+
+
+def parse_adaptive_coef(name: str, value: float | str) -> tuple[float, bool]:
+    """
+    Read a regulariser coefficient given as a number or in the style of SAC's ``ent_coef="auto"``
+    (docs/METHOD.md section 10).
+
+    - a finite number ``>= 0``: a fixed coefficient;
+    - ``"auto"``: adapted once per update, starting from :data:`ADAPTIVE_COEF_START` (0.01, the fixed default);
+    - ``"auto_<start>"`` (e.g. ``"auto_0.1"``): adapted, starting from ``start``, which must lie within
+      ``[ADAPTIVE_COEF_MIN, ADAPTIVE_COEF_MAX]`` (the adaptive rules work on a log scale, so 0 is not a start).
+
+    :param name: the parameter's name, for the error message
+    :param value: the coefficient as given
+    :return: the (start) value and whether it is adapted
+    :raises ValueError: naming the value and what is allowed
+    """
+    allowed = (
+        f"{name} must be a finite number >= 0, 'auto' or 'auto_<start>' with a start in "
+        f"[{ADAPTIVE_COEF_MIN:g}, {ADAPTIVE_COEF_MAX:g}] (e.g. 'auto_0.1'), got {value!r}"
+    )
+    if isinstance(value, str):
+        match = _AUTO_COEF.match(value)
+        if match is None:
+            raise ValueError(allowed)
+        if match.group("start") is None:
+            return ADAPTIVE_COEF_START, True
+        try:
+            start = float(match.group("start"))
+        except ValueError:
+            raise ValueError(allowed) from None
+        if not ADAPTIVE_COEF_MIN <= start <= ADAPTIVE_COEF_MAX:
+            raise ValueError(allowed)
+        return start, True
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(allowed)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(allowed)
+    return float(value), False
+
+
+def default_target_weight_entropy(n_episodes: int) -> float:
+    """
+    The default target of the adaptive ``beta`` for a group of M episodes: ``log(M / 2)``, the weight entropy whose
+    exponential (the number of equally weighted episodes with the same entropy, ``exp(H(w))``) is half the group
+    (docs/METHOD.md section 10).
+
+    Uniform weights have ``H = log M``, so the target sits ``log 2`` below it whatever M is. For M = 2 it is 0: the
+    weights can then never be below the target and ``beta`` only decreases.
+
+    :param n_episodes: the group size M (>= 1)
+    :return: the target weight entropy, in nats (>= 0)
+    """
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be >= 1, got {n_episodes!r}")
+    return max(math.log(n_episodes / 2.0), 0.0)
+
+
+def _check_finite(**values: float) -> None:
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def adapt_weight_ent_coef(
+    coef: float,
+    weight_entropy: float,
+    target: float,
+    max_log_step: float = MAX_LOG_ENT_COEF_STEP,
+    min_coef: float = ADAPTIVE_COEF_MIN,
+    max_coef: float = ADAPTIVE_COEF_MAX,
+) -> float:
+    """
+    One update of the adaptive weight-entropy coefficient ``beta`` (``weight_ent_coef="auto"``, docs/METHOD.md
+    section 10): a gradient step on ``log beta``, as SAC tunes its temperature, with step size 1 and the step
+    clipped.
+
+    .. math::
+
+        \\log\\beta \\leftarrow \\mathrm{clip}\\left(\\log\\beta + \\mathrm{clip}(H^* - H, -s, s),
+            \\log\\beta_{min}, \\log\\beta_{max}\\right)
+
+    Weights less spread than the target (``H < H*``) raise ``beta``, more spread lower it. Unclipped, the step
+    multiplies ``beta`` by ``exp(H* - H)``, the ratio of the target's effective number of episodes ``exp(H*)`` to
+    the measured one ``exp(H)``. The clip ``s`` (``log 2``) keeps one update within a factor of 2, as PPO's
+    rule for ``lam`` does, so a single odd group cannot throw ``beta`` far.
+
+    :param coef: the current ``beta`` (> 0)
+    :param weight_entropy: the measured weight entropy ``H(w)`` (nats)
+    :param target: the target ``H*`` (nats)
+    :param max_log_step: ``s``, the largest change of ``log beta`` in one update (> 0)
+    :param min_coef: lower bound of ``beta`` (> 0)
+    :param max_coef: upper bound of ``beta``
+    :return: the new ``beta``
+    """
+    _check_finite(coef=coef, weight_entropy=weight_entropy, target=target)
+    if not 0 < min_coef <= coef <= max_coef or not max_log_step > 0:
+        raise ValueError(
+            f"Need 0 < min_coef <= coef <= max_coef and max_log_step > 0, got min_coef={min_coef!r}, coef={coef!r}, "
+            f"max_coef={max_coef!r}, max_log_step={max_log_step!r}"
+        )
+    log_step = min(max(target - weight_entropy, -max_log_step), max_log_step)
+    return min(max(coef * math.exp(log_step), min_coef), max_coef)
+
+
+def adapt_ref_kl_coef(
+    coef: float,
+    kl: float,
+    target: float,
+    tolerance: float = KL_TOLERANCE,
+    factor: float = KL_COEF_FACTOR,
+    min_coef: float = ADAPTIVE_COEF_MIN,
+    max_coef: float = ADAPTIVE_COEF_MAX,
+) -> float:
+    """
+    One update of the adaptive reference-KL coefficient ``lam`` (``ref_kl_coef="auto"``, docs/METHOD.md
+    section 10): PPO's adaptive KL penalty rule.
+
+    - ``kl > tolerance * target``: ``lam * factor`` (the weights moved too far from the reference);
+    - ``kl < target / tolerance``: ``lam / factor``;
+    - otherwise ``lam`` is kept.
+
+    The result is kept within ``[min_coef, max_coef]``.
+
+    :param coef: the current ``lam`` (> 0)
+    :param kl: the measured ``KL(w || w_ref)`` (>= 0)
+    :param target: the target KL (> 0)
+    :param tolerance: the width of the band around the target (> 1; 1.5 as in PPO)
+    :param factor: the multiplicative step (> 1; 2 as in PPO)
+    :param min_coef: lower bound of ``lam`` (> 0)
+    :param max_coef: upper bound of ``lam``
+    :return: the new ``lam``
+    """
+    _check_finite(coef=coef, kl=kl, target=target)
+    if not 0 < min_coef <= coef <= max_coef or not target > 0 or not tolerance > 1 or not factor > 1:
+        raise ValueError(
+            f"Need 0 < min_coef <= coef <= max_coef, target > 0, tolerance > 1 and factor > 1, got "
+            f"min_coef={min_coef!r}, coef={coef!r}, max_coef={max_coef!r}, target={target!r}, "
+            f"tolerance={tolerance!r}, factor={factor!r}"
+        )
+    if kl > tolerance * target:
+        coef = coef * factor
+    elif kl < target / tolerance:
+        coef = coef / factor
+    return min(max(coef, min_coef), max_coef)
 
 
 class GRPOLoss(NamedTuple):

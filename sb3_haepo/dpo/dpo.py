@@ -50,7 +50,9 @@ class DPO(EpisodicOnPolicyAlgorithm):
     :param trajectory_score: ``"sum"`` (the episode log-likelihood ``L = sum_t log pi(a_t|s_t)``, DPO's) or
         ``"mean"`` (``L / T``)
     :param ref_update_interval: The reference policy is replaced by a copy of the current policy at the start of
-        every ``ref_update_interval``-th update (1: every update; the loss then starts at ``log 2`` on each group)
+        every ``ref_update_interval``-th update (1: every update; the loss then starts at ``log 2`` on each group).
+        None: the reference is the policy at the first update and is never refreshed (a frozen initial policy, as
+        in RLHF and in the DPO paper)
     :param max_grad_norm: The maximum value for the gradient clipping
     :param max_episode_steps: Guard against envs that never end (see the base class)
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action noise
@@ -87,7 +89,7 @@ class DPO(EpisodicOnPolicyAlgorithm):
         gamma: float = 1.0,
         beta: float = 0.1,
         trajectory_score: TrajectoryScore = "sum",
-        ref_update_interval: int = 1,
+        ref_update_interval: int | None = 1,
         max_grad_norm: float = 0.5,
         max_episode_steps: int = 100_000,
         use_sde: bool = False,

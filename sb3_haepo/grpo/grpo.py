@@ -35,7 +35,9 @@ class GRPO(EpisodicOnPolicyAlgorithm):
     :param clip_range: Clipping parameter epsilon of the probability ratio
     :param kl_coef: ``beta``, coefficient of the KL divergence to the reference policy (0 disables it)
     :param ref_update_interval: The reference policy is replaced by a copy of the current policy at the start of
-        every ``ref_update_interval``-th update (1: every update, so the KL term acts from the second minibatch on)
+        every ``ref_update_interval``-th update (1: every update, so the KL term acts from the second minibatch on).
+        None: the reference is the policy at the first update and is never refreshed (a frozen initial policy, as
+        in RLHF), so the KL term bounds the drift from the start of training
     :param max_grad_norm: The maximum value for the gradient clipping
     :param target_kl: Limit the KL divergence between updates (estimated against the behaviour policy as in PPO):
         the epochs stop early once it exceeds ``1.5 * target_kl``. None (default) disables it.
@@ -74,7 +76,7 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         gamma: float = 1.0,
         clip_range: float = 0.2,
         kl_coef: float = 0.04,
-        ref_update_interval: int = 1,
+        ref_update_interval: int | None = 1,
         max_grad_norm: float = 0.5,
         target_kl: float | None = None,
         max_episode_steps: int = 100_000,

@@ -11,15 +11,20 @@ from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import (
     CREDIT_OPTIONS,
+    DEFAULT_TARGET_REF_KL,
     NORMALIZE_RETURNS_OPTIONS,
     TRAJECTORY_SCORE_OPTIONS,
     NormalizeReturns,
     Credit,
     TrajectoryScore,
+    adapt_ref_kl_coef,
+    adapt_weight_ent_coef,
     clipped_step_loss,
+    default_target_weight_entropy,
     haepo_loss,
     haepo_score_gradient,
     normalize_returns,
+    parse_adaptive_coef,
     reward_to_go_advantages,
     score_step_scale,
     step_credit_coefficients,
@@ -51,6 +56,35 @@ EPISODE_CREDIT_PRESET: dict[str, Any] = {
     "minibatch_size": None,
     "clip_range": None,
 }
+
+
+def check_adaptive_target(name: str, target: float | None, coef_name: str, coef: float | str, minimum: float | None) -> None:
+    """
+    Check the target of an adaptive coefficient: None, or a finite number ``>= minimum`` (``> 0`` when ``minimum``
+    is None), given only with an adaptive coefficient (``"auto"`` or ``"auto_<start>"``).
+
+    :param name: the target's parameter name
+    :param target: its value
+    :param coef_name: the coefficient's parameter name
+    :param coef: the coefficient as given
+    :param minimum: the smallest allowed target (None: the target must be > 0)
+    :raises ValueError: naming the value and what is allowed
+    """
+    if target is None:
+        return
+    bound = "> 0" if minimum is None else f">= {minimum:g}"
+    if (
+        isinstance(target, bool)
+        or not isinstance(target, (int, float, np.integer, np.floating))
+        or not np.isfinite(target)
+        or (target <= 0 if minimum is None else target < minimum)
+    ):
+        raise ValueError(f"{name} must be a finite number {bound} or None (the default), got {target!r}")
+    if not isinstance(coef, str):
+        raise ValueError(
+            f"{name}={target!r} is only used with {coef_name}='auto' (or 'auto_<start>'), but {coef_name}={coef!r} is "
+            f"fixed: leave {name} at None, or make {coef_name} adaptive"
+        )
 
 
 class HAEPO(EpisodicOnPolicyAlgorithm):
@@ -102,12 +136,23 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
     :param trajectory_score: ``"mean"`` (mean log-probability per step, ``L_k / T_k``) or ``"sum"`` (the paper's
         cumulative log-likelihood ``L_k``, which collapses the weights onto the shortest episodes when lengths vary)
     :param weight_ent_coef: ``beta``, coefficient of the entropy bonus on the episode weights (pushes ``w`` towards
-        uniform; 0 disables it)
+        uniform; 0 disables it). ``"auto"`` (or ``"auto_<start>"``, e.g. ``"auto_0.1"``; ``"auto"`` starts at 0.01)
+        adapts it after every update so that the weight entropy after the update tracks ``target_weight_entropy``,
+        as SAC's ``ent_coef="auto"`` tunes its temperature (docs/METHOD.md section 10). The attribute
+        ``weight_ent_coef`` then holds the current value.
     :param ref_kl_coef: ``lam``, coefficient of the KL divergence of the weights to the reference weights
         (0 disables it). With ``ref_update_interval=1`` the reference equals the policy at the first epoch, so this
-        term acts from the second epoch on.
+        term acts from the second epoch on. ``"auto"`` (or ``"auto_<start>"``) adapts it after every update with
+        PPO's adaptive KL penalty rule, towards ``target_ref_kl`` (docs/METHOD.md section 10).
+    :param target_weight_entropy: With ``weight_ent_coef="auto"``: the target of the weight entropy ``H(w)``, in
+        nats (>= 0). None (default): ``log(M / 2)`` for a group of M episodes, i.e. ``exp(H)``, the effective number
+        of episodes, at half the group. Only with ``"auto"``.
+    :param target_ref_kl: With ``ref_kl_coef="auto"``: the target of ``KL(w || w_ref)`` after the update (> 0).
+        None (default): 0.01. Only with ``"auto"``.
     :param ref_update_interval: The reference policy is replaced by a copy of the current policy at the start of
-        every ``ref_update_interval``-th update (1: every update)
+        every ``ref_update_interval``-th update (1: every update). None: the reference is the policy at the first
+        update and is never refreshed (a frozen initial policy, as in RLHF), so lam bounds the drift of the weights
+        from the start of training (docs/METHOD.md section 10)
     :param minibatch_size: None: each epoch is one step along the exact full-batch gradient. An integer:
         each epoch shuffles the group's steps and takes one step per minibatch of this many steps, on the clipped
         surrogate of ``clip_range`` (docs/METHOD.md section 9.4), with the episode weights and advantages computed
@@ -157,9 +202,11 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         credit: Credit = "reward_to_go",
         normalize_returns: NormalizeReturns = "zscore",
         trajectory_score: TrajectoryScore = "mean",
-        weight_ent_coef: float = 0.01,
-        ref_kl_coef: float = 0.01,
-        ref_update_interval: int = 1,
+        weight_ent_coef: float | str = 0.01,
+        ref_kl_coef: float | str = 0.01,
+        target_weight_entropy: float | None = None,
+        target_ref_kl: float | None = None,
+        ref_update_interval: int | None = 1,
         minibatch_size: int | None = 64,
         clip_range: float | Schedule | None = 0.2,
         max_grad_norm: float = 0.5,
@@ -206,9 +253,10 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             )
         if trajectory_score not in TRAJECTORY_SCORE_OPTIONS:
             raise ValueError(f"Unknown trajectory_score {trajectory_score!r}, allowed: {TRAJECTORY_SCORE_OPTIONS}")
-        for name, value in (("weight_ent_coef", weight_ent_coef), ("ref_kl_coef", ref_kl_coef)):
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        weight_ent_coef_value, weight_ent_coef_auto = parse_adaptive_coef("weight_ent_coef", weight_ent_coef)
+        ref_kl_coef_value, ref_kl_coef_auto = parse_adaptive_coef("ref_kl_coef", ref_kl_coef)
+        check_adaptive_target("target_weight_entropy", target_weight_entropy, "weight_ent_coef", weight_ent_coef, 0.0)
+        check_adaptive_target("target_ref_kl", target_ref_kl, "ref_kl_coef", ref_kl_coef, None)
         if target_kl is not None and not target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None, got {target_kl!r}")
         if minibatch_size is not None and (not isinstance(minibatch_size, (int, np.integer)) or minibatch_size < 1):
@@ -219,8 +267,13 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         self.credit = credit
         self.normalize_returns = normalize_returns
         self.trajectory_score = trajectory_score
-        self.weight_ent_coef = float(weight_ent_coef)
-        self.ref_kl_coef = float(ref_kl_coef)
+        # The coefficients in use: with "auto", their current values, adapted after every update (and saved)
+        self.weight_ent_coef = weight_ent_coef_value
+        self.ref_kl_coef = ref_kl_coef_value
+        self.weight_ent_coef_auto = weight_ent_coef_auto
+        self.ref_kl_coef_auto = ref_kl_coef_auto
+        self.target_weight_entropy = None if target_weight_entropy is None else float(target_weight_entropy)
+        self.target_ref_kl = DEFAULT_TARGET_REF_KL if target_ref_kl is None else float(target_ref_kl)
         self.target_kl = target_kl
         self.minibatch_size = None if minibatch_size is None else int(minibatch_size)
         self.clip_range: Schedule | None = None if clip_range is None else FloatSchedule(clip_range)
@@ -240,6 +293,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
 
         When the whole group fits in one chunk, both passes share one forward pass. With ``minibatch_size`` or
         ``clip_range``, pass 2 is replaced by minibatch steps on the clipped surrogate (docs/METHOD.md section 9.4).
+        After the epochs, the coefficients given as ``"auto"`` are adapted (docs/METHOD.md section 10).
         """
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
@@ -267,6 +321,10 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
 
         logs: dict[str, list[float]] = {}
         initial_log_probs: th.Tensor | None = None
+        # log pi(a_t|s_t) at the current parameters, without a graph (None once a step has moved them)
+        current_log_probs: th.Tensor | None = None
+        # The coefficients this update uses (the adaptive ones change after it)
+        weight_ent_coef, ref_kl_coef = self.weight_ent_coef, self.ref_kl_coef
         continue_training = True
         for epoch in range(self.n_epochs):
             # Pass 1: per-step log-probabilities (with a graph only when one chunk holds everything)
@@ -278,6 +336,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                     detached_log_probs, entropy = self._step_log_probs(self.policy, batch, self.batch_size)
             if initial_log_probs is None:
                 initial_log_probs = detached_log_probs
+            current_log_probs = detached_log_probs
             # KL between the policy at the start of the update and now, per step (as in PPO)
             log_ratio = detached_log_probs - initial_log_probs
             approx_kl = float(th.mean((th.exp(log_ratio) - 1) - log_ratio))
@@ -290,9 +349,9 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             # Trajectory scores L_k (M,), the loss terms (for logging) and the per-step coefficients dJ/dlog pi_t (N,)
             scores = trajectory_scores(detached_log_probs, batch.episode_index, batch.lengths, self.trajectory_score)
             if advantages is None:
-                terms = haepo_loss(scores, ref_scores, norm_returns, self.weight_ent_coef, self.ref_kl_coef)
+                terms = haepo_loss(scores, ref_scores, norm_returns, weight_ent_coef, ref_kl_coef)
                 # c_k = dJ/dL_k (M,) -> per-step coefficient of log pi(a_t|s_t) (N,)
-                score_grad = haepo_score_gradient(scores, ref_scores, norm_returns, self.weight_ent_coef, self.ref_kl_coef)
+                score_grad = haepo_score_gradient(scores, ref_scores, norm_returns, weight_ent_coef, ref_kl_coef)
                 step_coef = score_grad[batch.episode_index] * step_scale
             else:
                 terms = step_credit_loss(
@@ -302,8 +361,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                     ref_scores,
                     advantages,
                     self.trajectory_score,
-                    self.weight_ent_coef,
-                    self.ref_kl_coef,
+                    weight_ent_coef,
+                    ref_kl_coef,
                 )
                 step_coef = step_credit_coefficients(
                     scores,
@@ -311,8 +370,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                     advantages,
                     batch.episode_index,
                     step_scale,
-                    self.weight_ent_coef,
-                    self.ref_kl_coef,
+                    weight_ent_coef,
+                    ref_kl_coef,
                 )
 
             if exact:
@@ -329,6 +388,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 return_coef = weights[batch.episode_index] * step_scale * step_advantages
                 grad_norm, clip_fraction = self._minibatch_steps(batch, step_coef, return_coef, initial_log_probs, clip_range)
                 logs.setdefault("clip_fraction", []).append(clip_fraction)
+            current_log_probs = None
 
             epoch_logs = {
                 "loss": float(terms.loss),
@@ -345,10 +405,44 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             self._n_updates += 1
 
         self._record_train_logs(logs, batch)
+        self.logger.record("train/weight_ent_coef", weight_ent_coef)
+        self.logger.record("train/ref_kl_coef", ref_kl_coef)
+        if self.weight_ent_coef_auto or self.ref_kl_coef_auto:
+            self._adapt_coefficients(batch, ref_scores, current_log_probs)
         if clip_range is not None:
             self.logger.record("train/clip_range", clip_range)
         self.logger.record("train/n_epochs", len(logs.get("loss", [])))
         self.logger.record("train/continue_training", continue_training)
+
+    def _adapt_coefficients(self, batch: EpisodeBatch, ref_scores: th.Tensor, log_probs: th.Tensor | None) -> None:
+        """
+        Adapt ``weight_ent_coef`` and ``ref_kl_coef`` (those given as ``"auto"``) once the update is done
+        (docs/METHOD.md section 10), from the weights of the group under the updated policy: the weight entropy
+        ``H(w)`` for ``beta`` (:func:`adapt_weight_ent_coef`), and ``KL(w || w_ref)`` for ``lam``
+        (:func:`adapt_ref_kl_coef`). Both are measured after the last step, so the KL is what the update added: at
+        the first epoch it is 0 whenever the reference was just refreshed.
+
+        :param batch: the group
+        :param ref_scores: its scores under the reference policy, shape (M,)
+        :param log_probs: ``log pi(a_t|s_t)`` at the current parameters if the update already computed them (after an
+            early stop), else None: one more forward pass without a graph computes them
+        """
+        if log_probs is None:
+            with th.no_grad():
+                log_probs, _ = self._step_log_probs(self.policy, batch, self.batch_size)
+        scores = trajectory_scores(log_probs, batch.episode_index, batch.lengths, self.trajectory_score)
+        diagnostics = weight_diagnostics(th.log_softmax(scores, dim=0), ref_scores)
+        if self.weight_ent_coef_auto:
+            target = self.target_weight_entropy
+            if target is None:
+                target = default_target_weight_entropy(len(batch.returns))
+            self.logger.record("train/target_weight_entropy", target)
+            self.logger.record("train/post_update_weight_entropy", diagnostics["weight_entropy"])
+            self.weight_ent_coef = adapt_weight_ent_coef(self.weight_ent_coef, diagnostics["weight_entropy"], target)
+        if self.ref_kl_coef_auto:
+            self.logger.record("train/target_ref_kl", self.target_ref_kl)
+            self.logger.record("train/post_update_ref_kl", diagnostics["ref_kl"])
+            self.ref_kl_coef = adapt_ref_kl_coef(self.ref_kl_coef, diagnostics["ref_kl"], self.target_ref_kl)
 
     def _minibatch_steps(
         self,
