@@ -157,6 +157,11 @@ def save_actor(policy: ActorCriticPolicy, path: str | Path, metadata: dict[str, 
     return path
 
 
+def actor_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
+    """:return: the metadata saved with the actor by :func:`save_actor`, without loading the actor anywhere"""
+    return th.load(Path(path), map_location="cpu", weights_only=True)["metadata"]
+
+
 def load_actor(policy: ActorCriticPolicy, path: str | Path) -> dict[str, Any]:
     """
     Load the actor saved by :func:`save_actor` into ``policy`` (:func:`load_actor_state`).

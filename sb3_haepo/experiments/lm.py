@@ -39,7 +39,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 import sb3_haepo.envs  # noqa: F401  (registers the token-generation envs)
 from sb3_haepo import DPO, GRPO, HAEPO
 from sb3_haepo.common.kl_ppo import KLPPO
-from sb3_haepo.common.pretrain import load_actor, pretrain_policy, save_actor
+from sb3_haepo.common.pretrain import actor_checkpoint_metadata, load_actor, pretrain_policy, save_actor
 from sb3_haepo.common.transformer import transformer_policy_kwargs
 from sb3_haepo.envs.sequence import SHORTEST_PATH_ENV_ID, SUMMARIZE_ENV_ID, random_policy_reward
 from sb3_haepo.experiments import published
@@ -63,6 +63,8 @@ class LMConfig:
     n_demos: int = 2000
     noise: float = 0.3
     pretrain_epochs: int = 5
+    pretrain_learning_rate: float = 1e-3
+    pretrain_batch_size: int = 256
     pretrain_seed: int = 0
     timesteps: int = 20_000
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -78,7 +80,15 @@ class LMConfig:
         unknown = [method for method in self.methods if method not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"methods must be a non-empty selection of {METHODS}, got {self.methods!r}")
-        for name in ("timesteps", "n_eval_episodes", "eval_freq", "group_size", "n_demos", "pretrain_epochs"):
+        for name in (
+            "timesteps",
+            "n_eval_episodes",
+            "eval_freq",
+            "group_size",
+            "n_demos",
+            "pretrain_epochs",
+            "pretrain_batch_size",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -93,10 +103,12 @@ class LMConfig:
 FULL = LMConfig()
 QUICK = LMConfig(
     d_model=32,
-    n_layers=1,
+    n_layers=2,
     n_heads=2,
-    n_demos=300,
-    pretrain_epochs=3,
+    n_demos=600,
+    pretrain_epochs=6,
+    pretrain_learning_rate=3e-3,
+    pretrain_batch_size=64,
     timesteps=600,
     seeds=(0,),
     n_eval_episodes=30,
@@ -201,8 +213,8 @@ def evaluate_policy_kl(
 
 
 class CurveCallback(BaseCallback):
-    """Evaluates every ``eval_freq`` env steps; records (steps, training seconds, reward, KL). Evaluation time is
-    not counted in the training seconds."""
+    """Evaluates at the start, then every ``eval_freq`` env steps; records (steps, training seconds, reward, KL).
+    Evaluation time is not counted in the training seconds."""
 
     def __init__(self, config: LMConfig, ref_policy: ActorCriticPolicy):
         super().__init__()
@@ -215,6 +227,8 @@ class CurveCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self._start = time.perf_counter()
+        if not self.curve:
+            self.record()  # step 0: the pretrained policy
 
     def train_seconds(self) -> float:
         return time.perf_counter() - self._start - self._eval_seconds
@@ -254,6 +268,8 @@ def pretrain(config: LMConfig, path: str | Path) -> dict[str, Any]:
         n_demos=config.n_demos,
         noise=config.noise,
         epochs=config.pretrain_epochs,
+        batch_size=config.pretrain_batch_size,
+        learning_rate=config.pretrain_learning_rate,
         seed=config.pretrain_seed,
         env_kwargs=config.env_kwargs,
     )
@@ -266,6 +282,8 @@ def pretrain(config: LMConfig, path: str | Path) -> dict[str, Any]:
         "n_demos": config.n_demos,
         "noise": config.noise,
         "epochs": config.pretrain_epochs,
+        "learning_rate": config.pretrain_learning_rate,
+        "batch_size": config.pretrain_batch_size,
         "seed": config.pretrain_seed,
         "losses": losses,
         "seconds": time.perf_counter() - started,
@@ -276,14 +294,14 @@ def pretrain(config: LMConfig, path: str | Path) -> dict[str, Any]:
 
 def load_pretrained(model: BaseAlgorithm, path: str | Path, config: LMConfig) -> dict[str, Any]:
     """Load the pretrained actor into ``model.policy``, after checking that it was pretrained for this config"""
-    metadata = load_actor(actor_critic(model), path)
+    metadata = actor_checkpoint_metadata(path)
     for key in ("task", "env_kwargs", "d_model", "n_layers", "n_heads"):
         if metadata.get(key) != getattr(config, key):
             raise ValueError(
                 f"The checkpoint {path} was pretrained with {key}={metadata.get(key)!r}, the experiment uses "
                 f"{getattr(config, key)!r}: remove it or pass --retrain"
             )
-    return metadata
+    return load_actor(actor_critic(model), path)
 
 
 def run_one(job: tuple[LMConfig, str, int, str]) -> dict[str, Any]:
