@@ -84,7 +84,7 @@ def test_observation_layout_and_end_reward(env_id):
         assert list(obs[env.prompt_length + 1 : env.prompt_length + 2 + i]) == answer[: i + 1]
         assert (obs[env.prompt_length + 2 + i :] == 0).all()
     _, reward, terminated, truncated, info = env.step(END_TOKEN)
-    assert reward == 1.0 and terminated and not truncated
+    assert reward == env.optimal_reward == 1.0 and terminated and not truncated
     assert info == {"response": answer, "is_success": True}
     # Same seed, same prompt; the reference depends on the prompt only
     env.reset(seed=5)

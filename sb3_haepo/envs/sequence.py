@@ -155,6 +155,9 @@ class TokenSequenceEnv(gym.Env[np.ndarray, np.int64], abc.ABC):
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 1}  # noqa: RUF012
+    # The reward of the reference answer, the best on every prompt (the mean reward of the random policy is measured
+    # by random_policy_reward, and given in the module docstring for the default sizes)
+    optimal_reward: float = 1.0
 
     def __init__(self, vocab_size: int, prompt_length: int, max_new_tokens: int, render_mode: str | None = None):
         self.vocab_size = _check_int("vocab_size", vocab_size, FIRST_TASK_TOKEN + 1)

@@ -187,7 +187,8 @@ def evaluate_policy_kl(
     kl_sum, n_tokens = 0.0, 0
     was_training = policy.training
     policy.set_training_mode(False)
-    with th.random.fork_rng(devices=[]), th.no_grad():
+    cuda_devices = [policy.device] if policy.device.type == "cuda" else []
+    with th.random.fork_rng(devices=cuda_devices), th.no_grad():
         th.manual_seed(seed)
         while active.any():
             indices = np.flatnonzero(active)
