@@ -23,7 +23,14 @@ import gymnasium as gym
 import numpy as np
 
 import sb3_haepo.envs  # noqa: F401  (registers the envs)
-from sb3_haepo.envs import DEEP_SEA_ENV_IDS, LONG_RANDOM_WALKS, MINIGRID_LONG_HORIZON_TASKS, DeepSeaEnv, success_statistics
+from sb3_haepo.envs import (
+    DEEP_SEA_ENV_IDS,
+    LONG_RANDOM_WALKS,
+    MINIGRID_LONG_HORIZON_TASKS,
+    DeepSeaEnv,
+    play_actions,
+    success_statistics,
+)
 
 # MiniGrid's actions and direction vectors (minigrid.core.constants.DIR_TO_VEC)
 LEFT, RIGHT, FORWARD, PICKUP, DROP, TOGGLE = 0, 1, 2, 3, 4, 5
@@ -59,13 +66,7 @@ def deep_sea_table(n_episodes: int = 20_000) -> list[str]:
     env = DeepSeaEnv(size=10)
     env.reset(seed=0)
     actions = np.random.default_rng(0).integers(2, size=(n_episodes, 10))
-    successes, total = 0, 0.0
-    for episode in actions:
-        env.reset()
-        for action in episode:
-            _, reward, _, _, info = env.step(np.int64(action))
-            total += reward
-        successes += int(info["is_success"])
+    successes, total = play_actions(env, actions)
     lines.append(
         f"\nDeepSea10, {n_episodes:,} random episodes (numpy seed 0): {successes} successes ({successes / n_episodes:.2e}, "
         f"exact {2.0**-10:.2e}), mean return {total / n_episodes:.4f} (exact {2.0**-10 - 0.005:.4f})"

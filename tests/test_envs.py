@@ -8,7 +8,15 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import sb3_haepo.envs  # noqa: F401  (registers the envs)
-from sb3_haepo.envs import DEEP_SEA_ENV_IDS, LONG_RANDOM_WALKS, BanditEnv, DeepSeaEnv, RandomWalkEnv, success_statistics
+from sb3_haepo.envs import (
+    DEEP_SEA_ENV_IDS,
+    LONG_RANDOM_WALKS,
+    BanditEnv,
+    DeepSeaEnv,
+    RandomWalkEnv,
+    play_actions,
+    success_statistics,
+)
 
 
 @pytest.mark.parametrize(
@@ -310,13 +318,7 @@ def test_deep_sea_random_policy():
     env = DeepSeaEnv(size=3, mapping_seed=0)
     actions = np.random.default_rng(0).integers(2, size=(8_000, 3))
     env.reset(seed=0)
-    successes, total = 0, 0.0
-    for episode in actions:
-        env.reset()
-        for action in episode:
-            _, reward, _, _, info = env.step(np.int64(action))
-            total += reward
-        successes += int(info["is_success"])
+    successes, total = play_actions(env, actions)
     assert abs(successes - 1_000) < 4 * 30
     # Expected return 2 ** -3 - 0.01 / 2 per episode
     assert total / 8_000 == pytest.approx(1 / 8 - 0.005, abs=4 * 0.33 / np.sqrt(8_000))

@@ -59,7 +59,7 @@ enforce their own horizon, DeepSea episodes last N steps).
 from gymnasium.envs.registration import register, registry
 
 from sb3_haepo.envs.bandit import BanditEnv
-from sb3_haepo.envs.deep_sea import DeepSeaEnv
+from sb3_haepo.envs.deep_sea import DeepSeaEnv, play_actions
 from sb3_haepo.envs.minigrid import (
     MINIGRID_LONG_HORIZON_TASKS,
     MINIGRID_WRAPPED_ENV_IDS,
@@ -132,6 +132,7 @@ __all__ = [
     "TokenSequenceEnv",
     "make_minigrid_env",
     "minigrid_cnn_policy_kwargs",
+    "play_actions",
     "random_policy_reward",
     "success_statistics",
 ]

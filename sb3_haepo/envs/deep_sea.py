@@ -119,3 +119,22 @@ class DeepSeaEnv(gym.Env[np.ndarray, np.int64]):
         if terminated:
             info["is_success"] = found_treasure
         return self._obs(), reward, terminated, False, info
+
+
+def play_actions(env: DeepSeaEnv, actions: np.ndarray) -> tuple[int, float]:
+    """
+    Play fixed action sequences on ``env``, one episode per row of ``actions`` (shape ``(n_episodes, env.size)``).
+
+    :return: the number of episodes that found the treasure, and the total return over all episodes
+    """
+    if actions.ndim != 2 or actions.shape[1] != env.size:
+        raise ValueError(f"actions must have shape (n_episodes, {env.size}), got {actions.shape}")
+    successes, total = 0, 0.0
+    for episode in actions:
+        env.reset()
+        info: dict[str, Any] = {}
+        for action in episode:
+            _, reward, _, _, info = env.step(np.int64(action))
+            total += float(reward)
+        successes += int(info["is_success"])
+    return successes, total

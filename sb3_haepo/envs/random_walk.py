@@ -7,6 +7,20 @@ import numpy as np
 from gymnasium import spaces
 
 
+def check_random_walk_arguments(horizon: int, goal_distance: int, slip_prob: float) -> None:
+    """
+    Check the arguments of :class:`RandomWalkEnv` (and of :func:`success_statistics`).
+
+    :raises ValueError: naming the bad value and what is allowed
+    """
+    if not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+    if not isinstance(goal_distance, (int, np.integer)) or goal_distance < 1:
+        raise ValueError(f"goal_distance must be an integer >= 1, got {goal_distance!r}")
+    if not 0.0 <= slip_prob < 1.0:
+        raise ValueError(f"slip_prob must be in [0, 1), got {slip_prob!r}")
+
+
 class RandomWalkEnv(gym.Env[np.ndarray, np.int64]):
     """
     Sparse-reward random walk with a fixed horizon (docs/METHOD.md section 4: 500 steps in the paper).
@@ -43,12 +57,7 @@ class RandomWalkEnv(gym.Env[np.ndarray, np.int64]):
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
 
     def __init__(self, horizon: int = 500, goal_distance: int = 30, slip_prob: float = 0.0, render_mode: str | None = None):
-        if not isinstance(horizon, (int, np.integer)) or horizon < 1:
-            raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
-        if not isinstance(goal_distance, (int, np.integer)) or goal_distance < 1:
-            raise ValueError(f"goal_distance must be an integer >= 1, got {goal_distance!r}")
-        if not 0.0 <= slip_prob < 1.0:
-            raise ValueError(f"slip_prob must be in [0, 1), got {slip_prob!r}")
+        check_random_walk_arguments(horizon, goal_distance, slip_prob)
         self.horizon = int(horizon)
         self.goal_distance = int(goal_distance)
         self.slip_prob = float(slip_prob)
@@ -116,12 +125,7 @@ def success_statistics(
     :param right_prob: Probability that the policy picks action 1 (right), in [0, 1]
     :return: The success rate, the mean number of steps of a successful episode and the mean episode length
     """
-    if not isinstance(horizon, (int, np.integer)) or horizon < 1:
-        raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
-    if not isinstance(goal_distance, (int, np.integer)) or goal_distance < 1:
-        raise ValueError(f"goal_distance must be an integer >= 1, got {goal_distance!r}")
-    if not 0.0 <= slip_prob < 1.0:
-        raise ValueError(f"slip_prob must be in [0, 1), got {slip_prob!r}")
+    check_random_walk_arguments(horizon, goal_distance, slip_prob)
     if not 0.0 <= right_prob <= 1.0:
         raise ValueError(f"right_prob must be in [0, 1], got {right_prob!r}")
     step_right = right_prob * (1.0 - slip_prob) + (1.0 - right_prob) * slip_prob
