@@ -226,21 +226,27 @@ def test_measure_case_fields():
     results = []
     for policy in memory.POLICIES:
         for mode in memory.MODES:
-            result = memory.measure_case(memory.MemoryCase(policy, 20, mode, n_episodes=2, batch_size=8))
-            assert result.case.n_steps == 40 and result.seconds > 0
+            result = memory.measure_case(memory.MemoryCase(policy, 20, mode, n_episodes=2, batch_size=8, repeats=2))
+            assert result.case.n_steps == 40 and len(result.measurements) == 2
             assert result.buffer_bytes_per_step == (788 if policy == "cnn" else 8 * 4 + 2 * 4 + 4 + 4 + 8)
             assert result.buffer_held_bytes == 40 * result.buffer_bytes_per_step
             assert result.buffer_allocated_bytes >= result.buffer_held_bytes
             assert result.observation_dtype == ("uint8" if policy == "cnn" else "float32")
-            assert result.peak_rss >= result.rss_before > 0
-            assert result.update_peak == result.peak_rss - result.rss_before
-            assert (result.cuda_peak is None) == (result.cuda_update_peak is None)
+            for measurement in result.measurements:
+                assert measurement.peak_rss >= measurement.rss_before > 0 and measurement.seconds > 0
+                assert measurement.update_peak == measurement.peak_rss - measurement.rss_before
+                assert (
+                    (measurement.cuda_peak is None) == (measurement.cuda_update_peak is None) == (not th.cuda.is_available())
+                )
+            assert result.update_peak == np.median([m.update_peak for m in result.measurements])
+            assert result.seconds == np.median([m.seconds for m in result.measurements])
             expected = {"two-pass": (8, None), "one-pass": (40, None), "default": (4096, 64)}[mode]
             assert (result.batch_size, result.minibatch_size) == expected
             assert memory.MemoryResult.from_dict(result.to_dict()) == result
             results.append(result)
     report = memory.render_memory(results, [], "python scripts/benchmark_memory.py --lengths 20", published.machine_note())
     assert report.startswith(published.generated_by("python scripts/benchmark_memory.py --lengths 20"))
+    assert "each figure is the median of 2 updates" in report
     assert "| mlp | 20 | 40 | two-pass (chunks of 8) | " in report
     assert "| cnn | 20 | 40 | default (minibatch 64, chunks of 4096) | " in report
     assert "| cnn | 20 | 40 | one-pass | " in report
@@ -251,11 +257,14 @@ def test_measure_case_fields():
 
 def test_growth_skips_and_target_by_hand():
     def result(policy: str, length: int, mode: str, update_peak_mib: float) -> memory.MemoryResult:
+        # Three updates: the median is the middle one
+        measurements = [
+            memory.Measurement(100 * memory.MIB, int((100 + update_peak_mib + change) * memory.MIB), 1.0)
+            for change in (2.0, 0.0, -0.5)
+        ]
         return memory.MemoryResult(
-            memory.MemoryCase(policy, length, mode),
-            rss_before=100 * memory.MIB,
-            peak_rss=int((100 + update_peak_mib) * memory.MIB),
-            seconds=1.0,
+            memory.MemoryCase(policy, length, mode, repeats=3),
+            measurements,
             batch_size=1024,
             minibatch_size=None,
             buffer_bytes_per_step=56,

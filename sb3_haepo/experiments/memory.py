@@ -24,6 +24,9 @@ not run (the report says so, with the projection). The modes:
 - ``default``: HAEPO's defaults (64-step minibatches on the clipped surrogate; pass 1 in chunks of the default
   ``batch_size=4096``).
 
+Steps 2 and 3 are repeated ``--repeats`` times in the process (the RSS of a process varies by a few MiB from run to
+run with how the C allocator lays out its heap), and the report gives the median.
+
 Every mode trains one epoch (``n_epochs=1``): the memory of an epoch does not depend on how many follow, and the
 time of an update is ``n_epochs`` times the time per epoch plus the reference policy's pass.
 
@@ -77,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "n_episodes": 2,
     "batch_size": 1024,
     "one_pass_max_mib": 2048,
+    "repeats": 3,
     "seed": 0,
     "threads": 1,
     "device": "cpu",
@@ -161,7 +165,7 @@ class SmallCNN(BaseFeaturesExtractor):
 
 @dataclass(frozen=True)
 class MemoryCase:
-    """One measurement: a policy, an episode length and an update mode."""
+    """One measurement: a policy, an episode length and an update mode, measured ``repeats`` times."""
 
     policy: str
     length: int
@@ -171,6 +175,7 @@ class MemoryCase:
     seed: int = 0
     threads: int = 1
     device: str = "cpu"
+    repeats: int = 1
 
     @property
     def n_steps(self) -> int:
@@ -178,21 +183,13 @@ class MemoryCase:
         return self.length * self.n_episodes
 
 
-@dataclass
-class MemoryResult:
-    """What one case measured. Sizes in bytes."""
+@dataclass(frozen=True)
+class Measurement:
+    """One update. Sizes in bytes."""
 
-    case: MemoryCase
     rss_before: int  # RSS just before train(), buffer included (the peak RSS just after its reset)
     peak_rss: int  # peak RSS during train() (the process's peak, reset just before train())
     seconds: float  # wall-clock time of train()
-    batch_size: int  # the model's batch_size (steps per chunk)
-    minibatch_size: int | None  # the model's minibatch_size (None: the exact update)
-    buffer_bytes_per_step: int  # EpisodeBuffer.bytes_per_step
-    buffer_held_bytes: int  # bytes_per_step times the steps held
-    buffer_allocated_bytes: int  # EpisodeBuffer.nbytes (capacity up to twice the steps held)
-    observation_dtype: str
-    peak_reset: bool  # False where the peak could not be reset: peak_rss is then the process's peak since it started
     cuda_before: int | None = None  # torch.cuda.memory_allocated() just before train(), None without a GPU
     cuda_peak: int | None = None  # torch.cuda.max_memory_allocated() during train()
 
@@ -208,12 +205,58 @@ class MemoryResult:
             return None
         return self.cuda_peak - self.cuda_before
 
+
+def _median(values: Sequence[float]) -> float:
+    return float(np.median(values))
+
+
+@dataclass
+class MemoryResult:
+    """What one case measured: each update, and the buffer. Sizes in bytes."""
+
+    case: MemoryCase
+    measurements: list[Measurement]  # one per repeat, each on a freshly filled group
+    batch_size: int  # the model's batch_size (steps per chunk)
+    minibatch_size: int | None  # the model's minibatch_size (None: the exact update)
+    buffer_bytes_per_step: int  # EpisodeBuffer.bytes_per_step
+    buffer_held_bytes: int  # bytes_per_step times the steps held
+    buffer_allocated_bytes: int  # EpisodeBuffer.nbytes (capacity up to twice the steps held)
+    observation_dtype: str
+    peak_reset: bool  # False where the peak could not be reset: peak_rss is then the process's peak since it started
+
+    @property
+    def update_peak(self) -> float:
+        """The median over the repeats of the update's peak RSS above the RSS just before it."""
+        return _median([m.update_peak for m in self.measurements])
+
+    @property
+    def peak_rss(self) -> float:
+        """The median over the repeats of the peak RSS during the update."""
+        return _median([m.peak_rss for m in self.measurements])
+
+    @property
+    def seconds(self) -> float:
+        """The median over the repeats of the update's wall-clock time."""
+        return _median([m.seconds for m in self.measurements])
+
+    @property
+    def cuda_update_peak(self) -> float | None:
+        """The median over the repeats of the update's CUDA peak above the amount allocated before it."""
+        peaks = [m.cuda_update_peak for m in self.measurements]
+        return None if any(p is None for p in peaks) else _median([p for p in peaks if p is not None])
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "case": asdict(self.case)}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> "MemoryResult":
-        return cls(**{**record, "case": MemoryCase(**record["case"])})
+        return cls(
+            **{
+                **record,
+                "case": MemoryCase(**record["case"]),
+                "measurements": [Measurement(**m) for m in record["measurements"]],
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -326,38 +369,40 @@ def fill_group(model: HAEPO, length: int, rng: np.random.Generator, chunk_steps:
 
 
 def measure_case(case: MemoryCase) -> MemoryResult:
-    """Measure one case in this process (see the module's docstring). Call it in a fresh process."""
+    """Measure one case ``case.repeats`` times in this process (see the module's docstring). Call it in a fresh process."""
     th.set_num_threads(case.threads)
     rng = np.random.default_rng(case.seed)
     model = make_model(case)
     buffer = model.rollout_buffer
+    cuda = model.device.type == "cuda"
     # Warm-up: torch's and the optimizer's one-time allocations are not the update's
     fill_group(model, min(case.length, WARMUP_LENGTH), rng)
     model.train()
-    buffer.pop_completed()
-    fill_group(model, case.length, rng)
-    assert buffer.n_completed == case.n_episodes and buffer.n_completed_steps == case.n_steps
-    cuda = model.device.type == "cuda"
-    release_free_memory()
-    cuda_before = None
-    if cuda:
-        th.cuda.synchronize()
-        th.cuda.reset_peak_memory_stats()
-        cuda_before = th.cuda.memory_allocated()
-    peak_reset = reset_peak_rss()
-    # Just after the reset, the peak is the current RSS, read from the same counters as the peak after train()
-    rss_before = peak_rss() if peak_reset else current_rss()
-    start = time.perf_counter()
-    model.train()
-    if cuda:
-        th.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    peak = peak_rss()
+    measurements, peak_reset = [], True
+    for _ in range(case.repeats):
+        buffer.pop_completed()
+        fill_group(model, case.length, rng)
+        assert buffer.n_completed == case.n_episodes and buffer.n_completed_steps == case.n_steps
+        release_free_memory()
+        cuda_before = None
+        if cuda:
+            th.cuda.synchronize()
+            th.cuda.reset_peak_memory_stats()
+            cuda_before = th.cuda.memory_allocated()
+        peak_reset = reset_peak_rss() and peak_reset
+        # Just after the reset, the peak is the current RSS, read from the same counters as the peak after train()
+        rss_before = peak_rss() if peak_reset else current_rss()
+        start = time.perf_counter()
+        model.train()
+        if cuda:
+            th.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        measurements.append(
+            Measurement(rss_before, peak_rss(), seconds, cuda_before, th.cuda.max_memory_allocated() if cuda else None)
+        )
     return MemoryResult(
         case=case,
-        rss_before=rss_before,
-        peak_rss=peak,
-        seconds=seconds,
+        measurements=measurements,
         batch_size=model.batch_size,
         minibatch_size=model.minibatch_size,
         buffer_bytes_per_step=buffer.bytes_per_step,
@@ -365,8 +410,6 @@ def measure_case(case: MemoryCase) -> MemoryResult:
         buffer_allocated_bytes=buffer.nbytes,
         observation_dtype=str(np.dtype(model.observation_space.dtype)),
         peak_reset=peak_reset,
-        cuda_before=cuda_before,
-        cuda_peak=th.cuda.max_memory_allocated() if cuda else None,
     )
 
 
@@ -392,16 +435,17 @@ def plan_cases(
     seed: int,
     threads: int,
     device: str,
+    repeats: int = 1,
 ) -> list[MemoryCase]:
     """:return: every case, policy by policy, in increasing episode length"""
     for name, values, allowed in (("policy", policies, POLICIES), ("mode", modes, MODES)):
         unknown = [value for value in values if value not in allowed]
         if unknown:
             raise ValueError(f"Unknown {name} {unknown}, allowed: {allowed}")
-    if any(length < 1 for length in lengths) or n_episodes < 2 or batch_size < 1:
-        raise ValueError("lengths and batch_size must be >= 1, n_episodes >= 2")
+    if any(length < 1 for length in lengths) or n_episodes < 2 or batch_size < 1 or repeats < 1:
+        raise ValueError("lengths, batch_size and repeats must be >= 1, n_episodes >= 2")
     return [
-        MemoryCase(policy, int(length), mode, n_episodes, batch_size, seed, threads, device)
+        MemoryCase(policy, int(length), mode, n_episodes, batch_size, seed, threads, device, repeats)
         for policy in policies
         for length in sorted(set(lengths))
         for mode in modes
@@ -500,11 +544,13 @@ def render_memory(
     if not results:
         raise ValueError("No result to report")
     first = results[0].case
-    cuda = any(r.cuda_peak is not None for r in results)
+    cuda = any(r.cuda_update_peak is not None for r in results)
     lines = [
         published.generated_by(command),
         f"`{command}`: one `train()` of HAEPO (one epoch) on a group of M = {first.n_episodes} episodes of exactly "
-        f"T steps (N = M T steps), device `{first.device}`, each case in a fresh process after a warm-up update. "
+        f"T steps (N = M T steps), device `{first.device}`, each case in a fresh process after a warm-up update; "
+        f"each figure is the median of {first.repeats} update{'' if first.repeats == 1 else 's'}, each on a newly "
+        "filled group. "
         "`two-pass`: the exact update (`minibatch_size=None, clip_range=None`) in chunks of `batch_size` steps; "
         "`one-pass`: the same with `batch_size >= N`, autograd through the whole group; `default`: HAEPO's "
         "defaults (64-step minibatches on the clipped surrogate, `batch_size=4096`). MLP: `MlpPolicy` (64x64) on "
@@ -588,6 +634,7 @@ def run_memory(
     n_episodes: int = DEFAULTS["n_episodes"],
     batch_size: int = DEFAULTS["batch_size"],
     one_pass_max_mib: float = DEFAULTS["one_pass_max_mib"],
+    repeats: int = DEFAULTS["repeats"],
     seed: int = 0,
     threads: int = 1,
     device: str = "cpu",
@@ -596,7 +643,7 @@ def run_memory(
 ) -> tuple[str, list[MemoryResult]]:
     """Measure every case (:func:`plan_cases`, :func:`run_cases`) and return the report and the results."""
     load = published.load_average()
-    cases = plan_cases(lengths, policies, modes, n_episodes, batch_size, seed, threads, device)
+    cases = plan_cases(lengths, policies, modes, n_episodes, batch_size, seed, threads, device, repeats)
     results, skipped = run_cases(cases, one_pass_max_mib, verbose)
     th.set_num_threads(threads)
     machine = {**published.machine_note(), "load_average": load}
@@ -615,6 +662,9 @@ def main(argv: list[str] | None = None) -> str:
         type=float,
         default=DEFAULTS["one_pass_max_mib"],
         help="skip a one-pass case whose update peak, extrapolated from a shorter one, exceeds this",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=DEFAULTS["repeats"], help="updates per case, each on a new group (median)"
     )
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     parser.add_argument("--threads", type=int, default=DEFAULTS["threads"], help="torch CPU threads")
@@ -637,6 +687,7 @@ def main(argv: list[str] | None = None) -> str:
         args.n_episodes,
         args.batch_size,
         args.one_pass_max_mib,
+        args.repeats,
         args.seed,
         args.threads,
         args.device,
