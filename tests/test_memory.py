@@ -235,9 +235,8 @@ def test_measure_case_fields():
             for measurement in result.measurements:
                 assert measurement.peak_rss >= measurement.rss_before > 0 and measurement.seconds > 0
                 assert measurement.update_peak == measurement.peak_rss - measurement.rss_before
-                assert (
-                    (measurement.cuda_peak is None) == (measurement.cuda_update_peak is None) == (not th.cuda.is_available())
-                )
+                # On the CPU, no CUDA figure
+                assert measurement.cuda_peak is None and measurement.cuda_update_peak is None
             assert result.update_peak == np.median([m.update_peak for m in result.measurements])
             assert result.seconds == np.median([m.seconds for m in result.measurements])
             expected = {"two-pass": (8, None), "one-pass": (40, None), "default": (4096, 64)}[mode]
@@ -253,6 +252,17 @@ def test_measure_case_fields():
     # One length: no growth per step, no target line
     assert "| cnn | - | - | - | 788 (uint8 observations) |" in report
     assert "target" not in report
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="needs a GPU")
+def test_measure_case_on_cuda():
+    """On a GPU the update's CUDA peak is measured and reported."""
+    result = memory.measure_case(memory.MemoryCase("cnn", 50, "two-pass", batch_size=16, device="cuda"))
+    (measurement,) = result.measurements
+    assert measurement.cuda_before is not None and measurement.cuda_peak is not None
+    assert measurement.cuda_peak >= measurement.cuda_before and result.cuda_update_peak is not None
+    report = memory.render_memory([result], [], "command", published.machine_note())
+    assert "CUDA update peak (MiB)" in report and "`torch.cuda.max_memory_allocated()`" in report
 
 
 def test_growth_skips_and_target_by_hand():
