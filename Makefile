@@ -6,7 +6,7 @@ PYTHON = $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export MPLBACKEND = Agg
 
-.PHONY: setup main compare throughput steps-to-solve test pytest pytest-slow lint format check-codestyle type commit-checks clean
+.PHONY: setup main compare throughput memory steps-to-solve test pytest pytest-slow lint format check-codestyle type commit-checks clean
 
 # Create the virtual environment and install the project with every extra (re-run when setup.py changes)
 $(VENV)/.installed: setup.py
@@ -29,6 +29,11 @@ compare: main
 # the README block that quotes it
 throughput: setup
 	$(PYTHON) scripts/benchmark_throughput.py --publish
+
+# Peak memory and time of one update for episodes of 10^2 to 10^5 steps, two-pass against one-pass (a few
+# CPU-minutes, each case in a fresh process); publishes docs/results/memory.md and the README block that quotes it
+memory: setup
+	$(PYTHON) scripts/benchmark_memory.py --publish
 
 # How HAEPO's defaults were chosen: steps to solve CartPole-v1 per setting and seed; publishes
 # docs/results/steps_to_solve.md and the README block that quotes it (about 20 CPU-minutes)

@@ -1,6 +1,7 @@
 """
-The main job and the throughput benchmark: on tiny budgets, and the published reports that the README quotes,
-including a fresh run of the full main job against its published record (the deterministic parts).
+The main job and the throughput benchmark: on tiny budgets, and the published reports that the README quotes
+(the memory benchmark's among them; its own tests are in test_memory.py), including a fresh run of the full main job
+against its published record (the deterministic parts).
 """
 
 import json
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sb3_haepo.experiments import cartpole, identity, published, steps_to_solve, throughput
+from sb3_haepo.experiments import cartpole, identity, memory, published, steps_to_solve, throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 README_TEMPLATE = "# Title\n\nBefore.\n\n<!-- {name}:begin -->\nstale\n<!-- {name}:end -->\n\nAfter.\n"
@@ -116,6 +117,7 @@ def test_readme_quotes_the_published_reports():
     blocks = (
         ("main_job", cartpole.PUBLISHED_REPORT),
         ("throughput", throughput.PUBLISHED_REPORT),
+        (memory.README_BLOCK, memory.PUBLISHED_REPORT),
         (steps_to_solve.README_BLOCK, steps_to_solve.PUBLISHED_REPORT),
         (identity.README_BLOCK, identity.PUBLISHED_REPORT),
     )
@@ -131,6 +133,7 @@ def test_readme_quotes_the_published_reports():
     assert record["plot"] == str(cartpole.PUBLISHED_PLOT) and (ROOT / cartpole.PUBLISHED_PLOT).stat().st_size > 10_000
     assert (ROOT / cartpole.PUBLISHED_REPORT).read_text(encoding="utf-8") == cartpole.render_report(record)
     assert published.read_block(readme, "throughput").startswith(published.generated_by(throughput.PUBLISH_COMMAND))
+    assert published.read_block(readme, memory.README_BLOCK).startswith(published.generated_by(memory.PUBLISH_COMMAND))
     table = published.read_block(readme, steps_to_solve.README_BLOCK)
     assert table.startswith(published.generated_by(steps_to_solve.PUBLISH_COMMAND))
     # One row per setting of the defaults table, in order

@@ -95,6 +95,23 @@ class EpisodeBuffer:
         return int(self.current_lengths.sum())
 
     @property
+    def bytes_per_step(self) -> int:
+        """
+        Bytes of one stored step: the row of each per-step array (the observation in its own dtype, the action as
+        float32, reward, log-probability, episode id). Nothing else is kept per step.
+        """
+        return sum(array.nbytes // len(array) for array in self._step_arrays())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the per-step arrays as allocated (their capacity grows by doubling, so up to twice the steps held)."""
+        return sum(array.nbytes for array in self._step_arrays())
+
+    def _step_arrays(self) -> list[np.ndarray]:
+        observations = list(self.observations.values()) if isinstance(self.observations, dict) else [self.observations]
+        return [*observations, self.actions, self.rewards, self.log_probs, self.episode_ids]
+
+    @property
     def n_completed_steps(self) -> int:
         """Number of steps held that belong to completed episodes."""
         return int(sum(self._completed_lengths))
@@ -247,19 +264,32 @@ class EpisodeBuffer:
         lookup[np.asarray(self._completed_ids, dtype=np.int64) - base] = np.arange(self.n_completed)
         step_episode = lookup[ids - base]
         positions = np.flatnonzero(step_episode >= 0)
+        step_episode = step_episode[positions]
         # Stable sort: steps of one episode keep their time order
-        order = np.argsort(step_episode[positions], kind="stable")
-        return positions[order], step_episode[positions][order]
+        order = np.argsort(step_episode, kind="stable")
+        return positions[order], step_episode[order]
 
-    def get(self) -> EpisodeBatch:
+    def get(self, copy_observations: bool = True) -> EpisodeBatch:
         """
+        :param copy_observations: True: the batch holds a copy of the group's observations, in step order.
+            False: the batch refers to the buffer's own observation arrays, with the row of each step in
+            ``observation_positions`` (read them with :func:`step_observations`). Nothing the size of the group's
+            observations is copied, so the update's memory does not grow with them; the batch is valid until the
+            buffer changes (the next ``add``, ``end_episodes``, ``pop_completed``, ...).
         :return: The completed episodes, flattened (see :class:`EpisodeBatch`).
         """
         if self.n_completed == 0:
             raise ValueError("The buffer holds no completed episode")
         positions, step_episode = self._completed_step_order()
         observations: np.ndarray | dict[str, np.ndarray]
-        if isinstance(self.observations, dict):
+        observation_positions = None
+        if not copy_observations:
+            if isinstance(self.observations, dict):
+                observations = {key: obs[: self.size] for key, obs in self.observations.items()}
+            else:
+                observations = self.observations[: self.size]
+            observation_positions = positions
+        elif isinstance(self.observations, dict):
             observations = {key: obs[positions] for key, obs in self.observations.items()}
         else:
             observations = self.observations[positions]
@@ -273,6 +303,7 @@ class EpisodeBuffer:
             lengths=th.as_tensor(np.asarray(self._completed_lengths, dtype=np.int64), device=self.device),
             truncated=np.asarray(self._completed_truncated, dtype=bool),
             env_indices=np.asarray(self._completed_envs, dtype=np.int64),
+            observation_positions=observation_positions,
         )
 
     def pop_completed(self) -> int:
@@ -292,18 +323,31 @@ class EpisodeBuffer:
         return n_before - self.size
 
 
+def step_observations(batch: EpisodeBatch, index: slice | np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+    """
+    :param batch: a group (or a part of one)
+    :param index: which of its steps: a slice or an array of step numbers
+    :return: the observations of those steps, in the observation space's dtype: a view of ``batch.observations`` for
+        a slice of a batch that holds its own observations, a copy of just those rows otherwise
+    """
+    rows = index if batch.observation_positions is None else batch.observation_positions[index]
+    if isinstance(batch.observations, dict):
+        return {key: obs[rows] for key, obs in batch.observations.items()}
+    return batch.observations[rows]
+
+
 def select_steps(batch: EpisodeBatch, indices: th.Tensor) -> EpisodeBatch:
     """
-    :return: ``batch`` restricted to the steps at ``indices`` (per-step fields only; per-episode fields unchanged)
+    :return: ``batch`` restricted to the steps at ``indices`` (per-step fields only; per-episode fields unchanged).
+        When ``batch`` refers to the buffer's storage (``observation_positions``), so does the result: no observation
+        is copied until :func:`step_observations` reads them.
     """
     numpy_indices = indices.cpu().numpy()
-    observations: np.ndarray | dict[str, np.ndarray]
-    if isinstance(batch.observations, dict):
-        observations = {key: obs[numpy_indices] for key, obs in batch.observations.items()}
+    if batch.observation_positions is not None:
+        selected = batch._replace(observation_positions=batch.observation_positions[numpy_indices])
     else:
-        observations = batch.observations[numpy_indices]
-    return batch._replace(
-        observations=observations,
+        selected = batch._replace(observations=step_observations(batch, numpy_indices))
+    return selected._replace(
         actions=batch.actions[indices],
         behaviour_log_probs=batch.behaviour_log_probs[indices],
         rewards=batch.rewards[indices],

@@ -16,7 +16,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_haepo.common.buffers import EpisodeBuffer
+from sb3_haepo.common.buffers import EpisodeBuffer, step_observations
 from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import TrajectoryScore, trajectory_scores
 
@@ -451,10 +451,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         n_steps = len(batch.episode_index)
         for start in range(0, n_steps, batch_size):
             chunk = slice(start, min(start + batch_size, n_steps))
-            if isinstance(batch.observations, dict):
-                obs = obs_as_tensor({key: value[chunk] for key, value in batch.observations.items()}, self.device)
-            else:
-                obs = obs_as_tensor(batch.observations[chunk], self.device)
+            # Only this chunk's observations are read (and, from the buffer's storage, gathered)
+            obs = obs_as_tensor(step_observations(batch, chunk), self.device)
             distribution = policy.get_distribution(obs)
             actions = self._prepare_actions(batch.actions[chunk])
             entropy = distribution.entropy()
@@ -464,13 +462,32 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
 
     def _step_log_probs(self, policy: ActorCriticPolicy, batch: EpisodeBatch, batch_size: int) -> tuple[th.Tensor, th.Tensor]:
         """
+        Without a graph (``th.no_grad()``), the chunks' results are written into two tensors of N values allocated
+        once, so that nothing is kept per chunk: only the current chunk's activations and observations are held.
+
         :return: ``log pi(a_t | s_t)`` and entropies of all the steps of ``batch``, shape (N,) each
         """
-        log_probs, entropies = [], []
-        for _, chunk_log_probs, chunk_entropy in self._iter_step_log_probs(policy, batch, batch_size):
-            log_probs.append(chunk_log_probs)
-            entropies.append(chunk_entropy)
-        return th.cat(log_probs), th.cat(entropies)
+        n_steps = len(batch.episode_index)
+        chunks = self._iter_step_log_probs(policy, batch, batch_size)
+        if n_steps <= batch_size:
+            # One chunk: its tensors as they are (with their graph, if any)
+            _, log_probs, entropies = next(chunks)
+            return log_probs, entropies
+        if th.is_grad_enabled():
+            # A graph through every chunk
+            log_probs_list, entropies_list = [], []
+            for _, chunk_log_probs, chunk_entropy in chunks:
+                log_probs_list.append(chunk_log_probs)
+                entropies_list.append(chunk_entropy)
+            return th.cat(log_probs_list), th.cat(entropies_list)
+        log_probs = entropies = th.empty(0)
+        for chunk, chunk_log_probs, chunk_entropy in chunks:
+            if chunk.start == 0:
+                log_probs = chunk_log_probs.new_empty(n_steps)
+                entropies = chunk_entropy.new_empty(n_steps)
+            log_probs[chunk] = chunk_log_probs
+            entropies[chunk] = chunk_entropy
+        return log_probs, entropies
 
     def _episode_scores(self, policy: ActorCriticPolicy, batch: EpisodeBatch, score: TrajectoryScore) -> th.Tensor:
         """

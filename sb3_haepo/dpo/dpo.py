@@ -145,7 +145,8 @@ class DPO(EpisodicOnPolicyAlgorithm):
         # The reference is a frozen copy of the policy, refreshed every `ref_update_interval` updates
         self._refresh_reference()
 
-        batch = self.rollout_buffer.get()
+        # The group refers to the buffer's observations: no copy of them (docs/METHOD.md section 2.2)
+        batch = self.rollout_buffer.get(copy_observations=False)
         # Preference pairs: best vs worst return, second best vs second worst, ... (P,) each
         winners, losers = pair_episodes_by_return(batch.returns)
         self.logger.record("train/n_pairs", len(winners))

@@ -137,7 +137,8 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         # The reference is a frozen copy of the policy, refreshed every `ref_update_interval` updates
         self._refresh_reference()
 
-        batch = self.rollout_buffer.get()
+        # The group refers to the buffer's observations: no copy of them (docs/METHOD.md section 2.2)
+        batch = self.rollout_buffer.get(copy_observations=False)
         n_steps = len(batch.episode_index)
         # Outcome supervision: A_t = z-scored return of the step's episode (N,)
         advantages = grpo_step_advantages(batch.returns, batch.episode_index)

@@ -303,7 +303,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         # The reference is a frozen copy of the policy, refreshed every `ref_update_interval` updates
         self._refresh_reference()
 
-        batch = self.rollout_buffer.get()
+        # The group refers to the buffer's observations: no copy of them (docs/METHOD.md section 2.2)
+        batch = self.rollout_buffer.get(copy_observations=False)
         n_steps = len(batch.episode_index)
         exact = self.minibatch_size is None and self.clip_range is None
         clip_range = None if self.clip_range is None else float(self.clip_range(self._current_progress_remaining))
@@ -334,12 +335,16 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             else:
                 with th.no_grad():
                     detached_log_probs, entropy = self._step_log_probs(self.policy, batch, self.batch_size)
+            # The per-step entropies are only logged: keep their mean, not N values through pass 2
+            policy_entropy = float(entropy.detach().mean())
+            del entropy
             if initial_log_probs is None:
                 initial_log_probs = detached_log_probs
             current_log_probs = detached_log_probs
             # KL between the policy at the start of the update and now, per step (as in PPO)
             log_ratio = detached_log_probs - initial_log_probs
             approx_kl = float(th.mean((th.exp(log_ratio) - 1) - log_ratio))
+            del log_ratio
             if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
                 continue_training = False
                 if self.verbose >= 1:
@@ -397,7 +402,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 "ref_kl_loss": float(terms.kl_loss),
                 "grad_norm": grad_norm,
                 "approx_kl": approx_kl,
-                "policy_entropy": float(entropy.detach().mean()),
+                "policy_entropy": policy_entropy,
                 **weight_diagnostics(terms.log_weights, ref_scores),
             }
             for key, value in epoch_logs.items():
