@@ -36,10 +36,10 @@ setup(
             "rich",
             "tensorboard",
             # tests/test_minigrid.py (the MiniGrid tasks of sb3_haepo.envs.minigrid)
-            "minigrid>=3.0",
+            "minigrid>=3.0,<4",
         ],
         # MiniGrid's long-horizon sparse tasks (sb3_haepo.envs.minigrid: DoorKey-16x16, KeyCorridorS6R3)
-        "minigrid": ["minigrid>=3.0"],
+        "minigrid": ["minigrid>=3.0,<4"],
         "zoo": [
             "rl_zoo3>=2.9,<3.0",
             "sb3_contrib>=2.9,<3.0",

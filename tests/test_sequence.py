@@ -376,6 +376,9 @@ def test_quick_experiment_writes_a_report(tmp_path):
     assert again["pretraining"] == results["pretraining"]
     with pytest.raises(ValueError, match="pretrained with n_layers=2"):
         lm.run_experiment(replace(lm.QUICK, n_layers=1, methods=("DPO",)), tmp_path)
+    # ... and one pretrained with other demonstrations (the pretraining settings are checked too)
+    with pytest.raises(ValueError, match=f"pretrained with noise={lm.QUICK.noise!r}"):
+        lm.run_experiment(replace(lm.QUICK, noise=lm.QUICK.noise / 2, methods=("DPO",)), tmp_path)
 
 
 @pytest.mark.slow

@@ -296,11 +296,20 @@ def pretrain(config: LMConfig, path: str | Path) -> dict[str, Any]:
 def load_pretrained(model: BaseAlgorithm, path: str | Path, config: LMConfig) -> dict[str, Any]:
     """Load the pretrained actor into ``model.policy``, after checking that it was pretrained for this config"""
     metadata = actor_checkpoint_metadata(path)
-    for key in ("task", "env_kwargs", "d_model", "n_layers", "n_heads"):
-        if metadata.get(key) != getattr(config, key):
+    # Checkpoint metadata key -> the config's field (the pretraining settings are stored under shorter names)
+    fields = {
+        **{key: key for key in ("task", "env_kwargs", "d_model", "n_layers", "n_heads", "n_demos", "noise")},
+        "epochs": "pretrain_epochs",
+        "learning_rate": "pretrain_learning_rate",
+        "batch_size": "pretrain_batch_size",
+        "seed": "pretrain_seed",
+    }
+    for key, name in fields.items():
+        expected = dict(config.env_kwargs) if key == "env_kwargs" else getattr(config, name)
+        if metadata.get(key) != expected:
             raise ValueError(
                 f"The checkpoint {path} was pretrained with {key}={metadata.get(key)!r}, the experiment uses "
-                f"{getattr(config, key)!r}: remove it or pass --retrain"
+                f"{expected!r}: remove it or pass --retrain"
             )
     return load_actor(actor_critic(model), path)
 
