@@ -388,3 +388,27 @@ def test_fine_tuning_improves_on_the_pretrained_policy(tmp_path):
     (run,) = results["runs"]
     assert run["reward"] > results["pretrained"]["reward"] + 0.05, (run["reward"], results["pretrained"])
     assert run["ref_kl"] > 0
+
+
+def test_lm_memory_case_fields():
+    """One measured update per method in this process: the fields, a full-length batch, one epoch for every method."""
+    for method in lm.METHODS:
+        case = lm.LMMemoryCase(method, max_new_tokens=16, n_episodes=2, batch_size=16, config_name="quick")
+        assert lm.memory_overrides(case)["n_epochs"] == 1
+        record = lm.measure_lm_memory_case(case)
+        assert record["case"]["method"] == method
+        # Every response lasted max_new_tokens tokens: the batch holds n_episodes * max_new_tokens steps
+        assert record["steps"] == case.n_steps == 32
+        assert record["seconds"] > 0 and record["peak_rss"] >= record["rss_before"] > 0
+        assert record["cuda_peak"] is None and record["cuda_before"] is None
+
+
+def test_lm_memory_report(tmp_path):
+    """--memory --quick: each case in a fresh process, every method in the table, the ratios to PPO and GRPO."""
+    text = lm.main(["--memory", "--quick", "--lengths", "16", "--memory-episodes", "2", "--out", str(tmp_path)])
+    assert (tmp_path / lm.MEMORY_REPORT).read_text(encoding="utf-8") == text
+    for label in ("| HAEPO |", "| GRPO |", "| DPO |", "| PPO (KLPPO) |", "| HAEPO / PPO |", "| HAEPO / GRPO |"):
+        assert label in text
+    assert "T = 16" in text and "CUDA" not in text.split("| method |")[1]
+    with pytest.raises(ValueError, match="methods"):
+        lm.run_lm_memory((16,), ("SAC",), verbose=False)

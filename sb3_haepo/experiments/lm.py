@@ -22,6 +22,7 @@ One command (``python scripts/lm_experiment.py``):
 """
 
 import argparse
+import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -34,14 +35,19 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import GymEnv
 
 import sb3_haepo.envs  # noqa: F401  (registers the token-generation envs)
 from sb3_haepo import DPO, GRPO, HAEPO
+from sb3_haepo.common.buffers import EpisodeBuffer
 from sb3_haepo.common.kl_ppo import KLPPO
 from sb3_haepo.common.pretrain import actor_checkpoint_metadata, load_actor, pretrain_policy, save_actor
 from sb3_haepo.common.transformer import transformer_policy_kwargs
-from sb3_haepo.envs.sequence import SHORTEST_PATH_ENV_ID, SUMMARIZE_ENV_ID, random_policy_reward
+from sb3_haepo.envs.sequence import END_TOKEN, SHORTEST_PATH_ENV_ID, SUMMARIZE_ENV_ID, random_policy_reward
 from sb3_haepo.experiments import published
 
 TASKS: dict[str, str] = {"summarize": SUMMARIZE_ENV_ID, "shortest_path": SHORTEST_PATH_ENV_ID}
@@ -135,13 +141,24 @@ def method_kwargs(method: str, config: LMConfig) -> dict[str, Any]:
     return episodic
 
 
-def make_model(method: str, config: LMConfig, seed: int) -> BaseAlgorithm:
-    """:return: a model of ``method`` on the task's env with the experiment's transformer policy (not pretrained)"""
-    env = gym.make(config.env_id, **config.env_kwargs)
+def make_model(
+    method: str,
+    config: LMConfig,
+    seed: int,
+    env: GymEnv | None = None,
+    device: str = "cpu",
+    **overrides: Any,
+) -> BaseAlgorithm:
+    """
+    :param env: the env (None: one ``gym.make`` of the task's env with ``config.env_kwargs``)
+    :param overrides: hyperparameters replacing :func:`method_kwargs`'s
+    :return: a model of ``method`` on the task's env with the experiment's transformer policy (not pretrained)
+    """
+    env = gym.make(config.env_id, **config.env_kwargs) if env is None else env
     policy_kwargs = transformer_policy_kwargs(
         config.d_model, config.n_layers, config.n_heads, value_net_arch=[64] if method == "PPO" else None
     )
-    kwargs = {"seed": seed, "device": "cpu", "policy_kwargs": policy_kwargs, **method_kwargs(method, config)}
+    kwargs = {"seed": seed, "device": device, "policy_kwargs": policy_kwargs, **method_kwargs(method, config), **overrides}
     if method == "PPO":
         return KLPPO("MlpPolicy", env, **kwargs)
     algorithm = {"HAEPO": HAEPO, "GRPO": GRPO, "DPO": DPO}[method]
@@ -413,7 +430,257 @@ def report(results: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+# --- Peak memory of one update against the response length (python scripts/lm_experiment.py --memory)
+
+MEMORY_LENGTHS: tuple[int, ...] = (16, 64, 256, 1024)
+MEMORY_REPORT = "lm_memory.md"
+PUBLISHED_MEMORY_REPORT = published.RESULTS_DIR / MEMORY_REPORT
+# The end token's logit bias in the measured policies: exp(-100) relative odds, so no response ends before the limit
+NEVER_END_BIAS = -100.0
+
+
+@dataclass(frozen=True)
+class LMMemoryCase:
+    """
+    One update of ``method`` on a group of ``n_episodes`` Summarize-v0 responses of exactly ``max_new_tokens`` tokens
+    (the prompt of the env's default size), with the experiment's transformer (``config_name``: ``full`` or ``quick``).
+    ``batch_size`` steps are evaluated (and back-propagated) at a time by every method.
+    """
+
+    method: str
+    max_new_tokens: int
+    n_episodes: int = 8
+    batch_size: int = 64
+    config_name: str = "full"
+    seed: int = 0
+    threads: int = 1
+    device: str = "cpu"
+
+    @property
+    def n_steps(self) -> int:
+        """The steps of the group: ``n_episodes * max_new_tokens``"""
+        return self.n_episodes * self.max_new_tokens
+
+
+def memory_overrides(case: LMMemoryCase) -> dict[str, Any]:
+    """
+    The hyperparameters of the measured update, over :func:`method_kwargs` (the experiment's): one epoch for every
+    method, and ``batch_size`` steps evaluated at a time everywhere (so that no method's figure comes from a larger
+    chunk than another's):
+
+    - HAEPO: its default clipped surrogate on minibatches of ``minibatch_size=64`` shuffled steps (one optimizer step
+      each), ``batch_size`` steps per chunk of the reference policy's pass (no gradient);
+    - GRPO: the reference policy's pass in chunks of ``batch_size`` (no gradient), then minibatches of ``batch_size``
+      shuffled steps (one optimizer step each);
+    - DPO: the reference's and the policy's episode scores in chunks of ``batch_size`` (no gradient), then the exact
+      gradient accumulated over chunks of ``batch_size`` steps (one optimizer step);
+    - PPO (:class:`~sb3_haepo.common.kl_ppo.KLPPO`, with its value head): ``n_envs = n_episodes`` envs and
+      ``n_steps = max_new_tokens``, so a rollout is the same ``n_episodes`` responses; minibatches of ``batch_size``
+      shuffled steps (one optimizer step each). Its reference policy's pass (for the KL penalty) happens in the
+      rollout, not in the update.
+    """
+    common: dict[str, Any] = {"n_epochs": 1, "batch_size": case.batch_size, "n_episodes": case.n_episodes}
+    if case.method == "PPO":
+        return {"n_epochs": 1, "batch_size": case.batch_size, "n_steps": case.max_new_tokens}
+    if case.method == "HAEPO":
+        return {**common, "minibatch_size": 64}
+    return common
+
+
+def memory_config(case: LMMemoryCase) -> LMConfig:
+    """:return: the experiment's configuration (its transformer) with responses of ``case.max_new_tokens`` tokens"""
+    base = {"full": FULL, "quick": QUICK}[case.config_name]
+    return replace(base, task="summarize", env_kwargs={"max_new_tokens": case.max_new_tokens}, group_size=case.n_episodes)
+
+
+def measure_lm_memory_case(case: LMMemoryCase) -> dict[str, Any]:
+    """
+    Measure one update of ``case`` in this process (call it in a fresh one: :func:`run_lm_memory` does).
+
+    The model (the experiment's transformer, randomly initialised: the weights change neither the memory nor the time
+    of an update) gets its end token's logit bias set to :data:`NEVER_END_BIAS`, so that every response lasts exactly
+    ``max_new_tokens`` tokens. ``learn`` then runs two rollouts of ``n_episodes`` responses on ``n_episodes`` envs (the
+    same prompts for every method: the envs are seeded by ``seed``), each followed by ``train()``: the first is a
+    warm-up (torch's and the optimizer's one-time allocations, the reference policy's copy), the second is measured by
+    :func:`~sb3_haepo.experiments.memory.measure_update` (peak RSS above the RSS before it, seconds, CUDA peak).
+
+    :return: the case, the update's figures (bytes, seconds), the number of steps of the measured batch
+    """
+    from sb3_haepo.experiments.memory import measure_update
+
+    th.set_num_threads(case.threads)
+    config = memory_config(case)
+    env = make_vec_env(config.env_id, n_envs=case.n_episodes, seed=case.seed, env_kwargs=config.env_kwargs)
+    model = make_model(case.method, config, case.seed, env=env, device=case.device, **memory_overrides(case))
+    assert isinstance(model, OnPolicyAlgorithm)
+    model.set_logger(Logger(None, []))
+    token_head = actor_critic(model).action_net
+    assert isinstance(token_head, th.nn.Linear)
+    with th.no_grad():
+        token_head.bias[END_TOKEN] = NEVER_END_BIAS
+    cuda = model.device.type == "cuda"
+    original_train = model.train
+    records: list[dict[str, Any]] = []
+
+    def train() -> None:
+        if not records:
+            original_train()  # the warm-up update
+            records.append({})
+            return
+        buffer = model.rollout_buffer
+        # The episodic methods: the completed episodes of the group; PPO: a rollout of n_steps x n_envs
+        if isinstance(buffer, EpisodeBuffer):
+            steps = buffer.n_completed_steps
+        else:
+            steps = buffer.buffer_size * buffer.n_envs
+        measurement, peak_reset = measure_update(original_train, cuda)
+        records.append({**asdict(measurement), "peak_reset": peak_reset, "steps": int(steps)})
+
+    setattr(model, "train", train)  # noqa: B010  (an instance attribute: learn() calls it)
+    model.learn(2 * case.n_steps)
+    if len(records) != 2:
+        raise RuntimeError(f"{case}: expected a warm-up and a measured update, got {len(records)} update(s)")
+    result = records[1]
+    if result["steps"] != case.n_steps:
+        raise RuntimeError(f"{case}: the measured batch holds {result['steps']} steps, expected {case.n_steps}")
+    return {"case": asdict(case), **result}
+
+
+def _update_peak(record: dict[str, Any], key: str = "rss") -> float | None:
+    """:return: the update's peak above the level before it, in bytes (``key``: ``rss`` or ``cuda``)"""
+    if key == "rss":
+        return float(record["peak_rss"] - record["rss_before"])
+    if record["cuda_peak"] is None or record["cuda_before"] is None:
+        return None
+    return float(record["cuda_peak"] - record["cuda_before"])
+
+
+def run_lm_memory(
+    lengths: tuple[int, ...] = MEMORY_LENGTHS,
+    methods: tuple[str, ...] = METHODS,
+    n_episodes: int = 8,
+    batch_size: int = 64,
+    config_name: str = "full",
+    seed: int = 0,
+    threads: int = 1,
+    device: str = "cpu",
+    verbose: bool = True,
+) -> list[dict[str, Any]]:
+    """Measure every method at every response length, each case in a fresh process; :return: the records"""
+    from sb3_haepo.experiments.memory import run_in_subprocess
+
+    unknown = [method for method in methods if method not in METHODS]
+    if unknown or not methods or not lengths:
+        raise ValueError(f"methods must be a non-empty selection of {METHODS} and lengths non-empty, got {methods!r}")
+    records = []
+    for length in lengths:
+        for method in methods:
+            case = LMMemoryCase(method, int(length), n_episodes, batch_size, config_name, seed, threads, device)
+            record = run_in_subprocess("sb3_haepo.experiments.lm", "--memory-case", asdict(case))
+            if verbose:
+                print(
+                    f"{method:>5} T={length:>5}: update peak {_update_peak(record) / 2**20:8.1f} MiB, "  # type: ignore[operator]
+                    f"{record['seconds']:.2f} s",
+                    file=sys.stderr,
+                )
+            records.append(record)
+    return records
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> str:
+    if numerator is None or denominator is None or denominator <= 0:
+        return "-"
+    return f"{numerator / denominator:.2f}"
+
+
+def memory_report(records: list[dict[str, Any]], command: str, machine: dict[str, str]) -> str:
+    """:return: the markdown report of :func:`run_lm_memory`'s records"""
+    if not records:
+        raise ValueError("No result to report")
+    first = LMMemoryCase(**records[0]["case"])
+    config = memory_config(first)
+    lengths = sorted({r["case"]["max_new_tokens"] for r in records})
+    methods = [m for m in METHODS if any(r["case"]["method"] == m for r in records)]
+    by_key = {(r["case"]["method"], r["case"]["max_new_tokens"]): r for r in records}
+    cuda = any(_update_peak(r, "cuda") is not None for r in records)
+    prompt = gym.make(config.env_id, **config.env_kwargs).unwrapped.prompt_length  # type: ignore[attr-defined]
+    lines = [
+        published.generated_by(command),
+        "# Language-model miniature: peak memory of one update against the response length",
+        "",
+        f"`{command}`: one `train()` per method on a group of {first.n_episodes} `{config.env_id}` responses of "
+        f"exactly T tokens (prompt of {prompt} tokens, the end token's logit bias at {NEVER_END_BIAS:g} so that no "
+        f"response ends early; N = {first.n_episodes} T steps), the experiment's transformer ({config.d_model} wide, "
+        f"{config.n_layers} layers, {config.n_heads} heads, randomly initialised), device `{first.device}`, "
+        f"{first.threads} torch thread(s), each case in a fresh process after a warm-up update on a first group. "
+        f"Every method trains one epoch and evaluates {first.batch_size} steps at a time: HAEPO its default clipped "
+        f"surrogate on minibatches of 64 steps; GRPO minibatches of {first.batch_size}; DPO the exact two-pass "
+        f"gradient in chunks of {first.batch_size} (one optimizer step); PPO = KLPPO (value head [64] on the shared "
+        f"transformer) with {first.n_episodes} envs x n_steps = T, minibatches of {first.batch_size}. Run on "
+        f"{published.format_machine_note(machine)}.",
+        "",
+        "- **update peak**: the process's peak RSS during `train()` (reset just before it through "
+        "`/proc/self/clear_refs`, read with `getrusage`) minus its RSS just before it.",
+        "- **s**: wall-clock seconds of `train()`.",
+    ]
+    if cuda:
+        lines.append("- **CUDA**: `torch.cuda.max_memory_allocated()` during `train()` minus `memory_allocated()` before it.")
+    if not all(r["peak_reset"] for r in records):
+        lines.append("- The peak RSS could not be reset on this machine: the peaks include the rollouts.")
+    header = "| method | " + " | ".join(f"T = {t:,}: update peak MiB (s)" for t in lengths) + " |"
+    lines += ["", header, "|---|" + "---|" * len(lengths)]
+    for method in methods:
+        cells = []
+        for t in lengths:
+            record = by_key.get((method, t))
+            if record is None:
+                cells.append("-")
+                continue
+            cell = f"{_update_peak(record) / 2**20:,.1f} ({record['seconds']:.2f} s)"  # type: ignore[operator]
+            if cuda:
+                cell += f", CUDA {(_update_peak(record, 'cuda') or 0) / 2**20:,.1f}"
+            cells.append(cell)
+        lines.append(f"| {'PPO (KLPPO)' if method == 'PPO' else method} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Ratio of HAEPO's update peak to the other method's (the paper claims -26.4% against PPO, a ratio of 0.74):",
+        "",
+        "| ratio | " + " | ".join(f"T = {t:,}" for t in lengths) + " |",
+        "|---|" + "---|" * len(lengths),
+    ]
+    keys = ["rss", "cuda"] if cuda else ["rss"]
+    for other in ("PPO", "GRPO"):
+        for key in keys:
+            cells = []
+            for t in lengths:
+                haepo, rival = by_key.get(("HAEPO", t)), by_key.get((other, t))
+                cells.append(
+                    "-" if haepo is None or rival is None else _ratio(_update_peak(haepo, key), _update_peak(rival, key))
+                )
+            label = f"HAEPO / {other}" + (" (CUDA)" if key == "cuda" else "")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def memory_main(args: argparse.Namespace, argv: list[str] | None) -> str:
+    """``--memory``: measure, print and write the report (``--out``/lm_memory.md, or the published one)"""
+    load = published.load_average()
+    lengths = tuple(args.lengths or (MEMORY_LENGTHS if not args.quick else (16, 32)))
+    methods = tuple(args.methods or METHODS)
+    records = run_lm_memory(
+        lengths, methods, args.memory_episodes, 64, "quick" if args.quick else "full", 0, args.threads, args.device
+    )
+    given = sys.argv[1:] if argv is None else argv
+    command = ("python scripts/lm_experiment.py " + " ".join(given)).strip()
+    text = memory_report(records, command, {**published.machine_note(), "load_average": load})
+    path = PUBLISHED_MEMORY_REPORT if args.publish else Path(args.out) / MEMORY_REPORT
+    published.write_report(path, text)
+    print(text)
+    print(f"Written to {path}")
+    return text
+
+
+def main(argv: list[str] | None = None) -> Any:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="summarize", choices=list(TASKS))
     parser.add_argument("--quick", action="store_true", help="the size for tests: a tiny transformer, 600 steps, 1 seed")
@@ -423,7 +690,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default="logs/lm", help="folder of the checkpoint and the report (default logs/lm)")
     parser.add_argument("--retrain", action="store_true", help="pretrain again even if the checkpoint exists")
     parser.add_argument("--n-jobs", type=int, default=1)
+    memory = parser.add_argument_group("--memory: peak memory of one update against the response length")
+    memory.add_argument("--memory", action="store_true", help="measure one update per method and length instead")
+    memory.add_argument("--lengths", type=int, nargs="+", help="max_new_tokens (default 16 64 256 1024; --quick 16 32)")
+    memory.add_argument("--memory-episodes", type=int, default=8, help="responses per measured batch (default 8)")
+    memory.add_argument("--threads", type=int, default=1, help="torch CPU threads of each case (default 1)")
+    memory.add_argument("--device", default="cpu", help="cpu or cuda (the CUDA peak is reported on a GPU)")
+    memory.add_argument("--publish", action="store_true", help=f"write the report to {PUBLISHED_MEMORY_REPORT}")
+    memory.add_argument("--memory-case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_case:
+        # One case, in this (fresh) process: its record as one JSON line
+        line = json.dumps(measure_lm_memory_case(LMMemoryCase(**json.loads(args.memory_case))))
+        print(line)
+        return line
+    if args.memory:
+        return memory_main(args, argv)
     config = replace(QUICK if args.quick else FULL, task=args.task)
     overrides: dict[str, Any] = {}
     if args.methods:

@@ -43,7 +43,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -368,6 +368,35 @@ def fill_group(model: HAEPO, length: int, rng: np.random.Generator, chunk_steps:
     buffer.end_episodes(np.ones(n_envs, dtype=bool), truncated=np.zeros(n_envs, dtype=bool))
 
 
+def measure_update(update: Callable[[], Any], cuda: bool = False) -> tuple[Measurement, bool]:
+    """
+    Measure one call of ``update`` (e.g. a model's ``train``) in this process: return the memory the C allocator
+    holds unused to the system, reset the peak RSS (and, with ``cuda``, the CUDA peak), call ``update``, read the peak
+    RSS, the wall-clock time and the CUDA peak. Shared by this benchmark and the language-model one
+    (:func:`sb3_haepo.experiments.lm.measure_lm_memory_case`); call it in a fresh process, since a process's peak RSS
+    only resets where ``/proc/self/clear_refs`` exists.
+
+    :return: the measurement, and whether the peak RSS could be reset (False: the peak is the process's since it
+        started)
+    """
+    release_free_memory()
+    cuda_before = None
+    if cuda:
+        th.cuda.synchronize()
+        th.cuda.reset_peak_memory_stats()
+        cuda_before = th.cuda.memory_allocated()
+    peak_reset = reset_peak_rss()
+    # Just after the reset, the peak is the current RSS, read from the same counters as the peak after the update
+    rss_before = peak_rss() if peak_reset else current_rss()
+    start = time.perf_counter()
+    update()
+    if cuda:
+        th.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    cuda_peak = th.cuda.max_memory_allocated() if cuda else None
+    return Measurement(rss_before, peak_rss(), seconds, cuda_before, cuda_peak), peak_reset
+
+
 def measure_case(case: MemoryCase) -> MemoryResult:
     """Measure one case ``case.repeats`` times in this process (see the module's docstring). Call it in a fresh process."""
     th.set_num_threads(case.threads)
@@ -383,23 +412,9 @@ def measure_case(case: MemoryCase) -> MemoryResult:
         buffer.pop_completed()
         fill_group(model, case.length, rng)
         assert buffer.n_completed == case.n_episodes and buffer.n_completed_steps == case.n_steps
-        release_free_memory()
-        cuda_before = None
-        if cuda:
-            th.cuda.synchronize()
-            th.cuda.reset_peak_memory_stats()
-            cuda_before = th.cuda.memory_allocated()
-        peak_reset = reset_peak_rss() and peak_reset
-        # Just after the reset, the peak is the current RSS, read from the same counters as the peak after train()
-        rss_before = peak_rss() if peak_reset else current_rss()
-        start = time.perf_counter()
-        model.train()
-        if cuda:
-            th.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        measurements.append(
-            Measurement(rss_before, peak_rss(), seconds, cuda_before, th.cuda.max_memory_allocated() if cuda else None)
-        )
+        measurement, reset = measure_update(model.train, cuda)
+        peak_reset = reset and peak_reset
+        measurements.append(measurement)
     return MemoryResult(
         case=case,
         measurements=measurements,
@@ -413,17 +428,28 @@ def measure_case(case: MemoryCase) -> MemoryResult:
     )
 
 
-def run_case_in_subprocess(case: MemoryCase) -> MemoryResult:
-    """Measure ``case`` in a fresh Python process (with this process's ``sb3_haepo`` first on its path)."""
+def run_in_subprocess(module: str, flag: str, case: dict[str, Any]) -> dict[str, Any]:
+    """
+    Run ``python -m module flag JSON(case)`` in a fresh Python process (with this process's ``sb3_haepo`` first on its
+    path) and return the JSON object of the last line it prints. Shared by this benchmark and the language-model one.
+
+    :raises RuntimeError: if the process fails (with the end of its standard error)
+    """
     package_root = str(Path(sb3_haepo.__file__).resolve().parents[1])
     python_path = os.pathsep.join(path for path in (package_root, os.environ.get("PYTHONPATH")) if path)
-    command = [sys.executable, "-m", "sb3_haepo.experiments.memory", "--case", json.dumps(asdict(case))]
+    command = [sys.executable, "-m", module, flag, json.dumps(case)]
     completed = subprocess.run(
         command, env={**os.environ, "PYTHONPATH": python_path}, capture_output=True, text=True, check=False
     )
     if completed.returncode != 0:
         raise RuntimeError(f"The case {case} failed (exit status {completed.returncode}):\n{completed.stderr[-4000:]}")
-    return MemoryResult.from_dict(json.loads(completed.stdout.strip().splitlines()[-1]))
+    record: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return record
+
+
+def run_case_in_subprocess(case: MemoryCase) -> MemoryResult:
+    """Measure ``case`` in a fresh Python process (with this process's ``sb3_haepo`` first on its path)."""
+    return MemoryResult.from_dict(run_in_subprocess("sb3_haepo.experiments.memory", "--case", asdict(case)))
 
 
 def plan_cases(
