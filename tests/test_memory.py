@@ -28,13 +28,8 @@ from sb3_haepo.experiments import memory, published
 LONG = 10_000
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread: these tests run forward passes over tens of thousands of steps, on a small shared machine."""
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
+# One torch thread for every test of this file (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def fill_near_mean(model: HAEPO, length: int, noise: float, rng: np.random.Generator) -> None:

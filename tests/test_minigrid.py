@@ -34,13 +34,8 @@ TASKS = ("MiniGrid-DoorKey-16x16-v0", "MiniGrid-KeyCorridorS6R3-v0")
 SMALL = dict(n_episodes=4, n_epochs=2, seed=0, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # The machines running the tests have 2 cores: more threads only contend
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
+# One torch thread for every test of this file (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_episode_limits():

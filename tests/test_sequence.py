@@ -36,14 +36,8 @@ from sb3_haepo.envs.sequence import (
 )
 from sb3_haepo.experiments import lm
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Small transformers run fastest on one thread, and the test machine's cores are shared
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
+# One torch thread for every test of this file (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def play(env: gym.Env, tokens: list[int]) -> tuple[float, bool, dict]:
