@@ -6,6 +6,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sb3_haepo.envs.checks import check_int
+
 
 class DeepSeaEnv(gym.Env[np.ndarray, np.int64]):
     """
@@ -59,8 +61,7 @@ class DeepSeaEnv(gym.Env[np.ndarray, np.int64]):
         move_cost: float = 0.01,
         render_mode: str | None = None,
     ):
-        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
-            raise ValueError(f"size must be an integer >= 1, got {size!r}")
+        check_int("size", size, 1)
         if not isinstance(mapping_seed, (int, np.integer)) or isinstance(mapping_seed, bool) or mapping_seed < 0:
             raise ValueError(
                 "mapping_seed must be an integer >= 0 (None would give every instance its own MDP), " f"got {mapping_seed!r}"

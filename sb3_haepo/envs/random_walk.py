@@ -6,6 +6,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sb3_haepo.envs.checks import check_int
+
 
 def check_random_walk_arguments(horizon: int, goal_distance: int, slip_prob: float) -> None:
     """
@@ -13,10 +15,8 @@ def check_random_walk_arguments(horizon: int, goal_distance: int, slip_prob: flo
 
     :raises ValueError: naming the bad value and what is allowed
     """
-    if not isinstance(horizon, (int, np.integer)) or horizon < 1:
-        raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
-    if not isinstance(goal_distance, (int, np.integer)) or goal_distance < 1:
-        raise ValueError(f"goal_distance must be an integer >= 1, got {goal_distance!r}")
+    check_int("horizon", horizon, 1)
+    check_int("goal_distance", goal_distance, 1)
     if not 0.0 <= slip_prob < 1.0:
         raise ValueError(f"slip_prob must be in [0, 1), got {slip_prob!r}")
 

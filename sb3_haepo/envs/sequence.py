@@ -47,6 +47,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sb3_haepo.envs.checks import check_int
+
 END_TOKEN = 0
 PAD_TOKEN = END_TOKEN
 SEP_TOKEN = 1
@@ -57,19 +59,6 @@ MAX_NEW_TOKENS = 1024
 SUMMARIZE_ENV_ID = "sb3_haepo/Summarize-v0"
 SHORTEST_PATH_ENV_ID = "sb3_haepo/ShortestPath-v0"
 SEQUENCE_ENV_IDS: tuple[str, ...] = (SUMMARIZE_ENV_ID, SHORTEST_PATH_ENV_ID)
-
-
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-    """:raises ValueError: naming the value and what is allowed, unless ``value`` is an integer in the range"""
-    allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
-        raise ValueError(f"{name} must be an integer {allowed}, got {value!r}")
-    return int(value)
 
 
 def _ngram_f1(response: list[int], reference: list[int], n: int) -> float:
@@ -160,9 +149,9 @@ class TokenSequenceEnv(gym.Env[np.ndarray, np.int64], abc.ABC):
     optimal_reward: float = 1.0
 
     def __init__(self, vocab_size: int, prompt_length: int, max_new_tokens: int, render_mode: str | None = None):
-        self.vocab_size = _check_int("vocab_size", vocab_size, FIRST_TASK_TOKEN + 1)
-        self.prompt_length = _check_int("prompt_length", prompt_length, 1)
-        self.max_new_tokens = _check_int("max_new_tokens", max_new_tokens, MIN_NEW_TOKENS, MAX_NEW_TOKENS)
+        self.vocab_size = check_int("vocab_size", vocab_size, FIRST_TASK_TOKEN + 1)
+        self.prompt_length = check_int("prompt_length", prompt_length, 1)
+        self.max_new_tokens = check_int("max_new_tokens", max_new_tokens, MIN_NEW_TOKENS, MAX_NEW_TOKENS)
         # SB3 makes envs from an id with render_mode="rgb_array": accepted, and only "ansi" renders
         self.render_mode = render_mode
         self.length = self.prompt_length + 1 + self.max_new_tokens
@@ -271,12 +260,12 @@ class SummarizeEnv(TokenSequenceEnv):
         max_new_tokens: int = 16,
         render_mode: str | None = None,
     ):
-        self.n_key_tokens = _check_int("n_key_tokens", n_key_tokens, 1)
-        self.n_filler_tokens = _check_int("n_filler_tokens", n_filler_tokens, 1)
-        max_new_tokens = _check_int("max_new_tokens", max_new_tokens, MIN_NEW_TOKENS, MAX_NEW_TOKENS)
-        self.min_summary_length = _check_int("min_summary_length", min_summary_length, 2)
-        self.max_summary_length = _check_int("max_summary_length", max_summary_length, self.min_summary_length, max_new_tokens)
-        self.source_length = _check_int("source_length", source_length, self.max_summary_length)
+        self.n_key_tokens = check_int("n_key_tokens", n_key_tokens, 1)
+        self.n_filler_tokens = check_int("n_filler_tokens", n_filler_tokens, 1)
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens, MIN_NEW_TOKENS, MAX_NEW_TOKENS)
+        self.min_summary_length = check_int("min_summary_length", min_summary_length, 2)
+        self.max_summary_length = check_int("max_summary_length", max_summary_length, self.min_summary_length, max_new_tokens)
+        self.source_length = check_int("source_length", source_length, self.max_summary_length)
         super().__init__(FIRST_TASK_TOKEN + n_key_tokens + n_filler_tokens, source_length, max_new_tokens, render_mode)
 
     def is_key(self, token: int) -> bool:
@@ -316,9 +305,9 @@ class ShortestPathEnv(TokenSequenceEnv):
     """
 
     def __init__(self, n_nodes: int = 8, n_edges: int = 10, max_new_tokens: int = 16, render_mode: str | None = None):
-        self.n_nodes = _check_int("n_nodes", n_nodes, 3)
-        self.n_edges = _check_int("n_edges", n_edges, self.n_nodes - 1, self.n_nodes * (self.n_nodes - 1) // 2)
-        max_new_tokens = _check_int("max_new_tokens", max_new_tokens, max(MIN_NEW_TOKENS, self.n_nodes), MAX_NEW_TOKENS)
+        self.n_nodes = check_int("n_nodes", n_nodes, 3)
+        self.n_edges = check_int("n_edges", n_edges, self.n_nodes - 1, self.n_nodes * (self.n_nodes - 1) // 2)
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens, max(MIN_NEW_TOKENS, self.n_nodes), MAX_NEW_TOKENS)
         super().__init__(FIRST_TASK_TOKEN + self.n_nodes, 2 * self.n_edges + 3, max_new_tokens, render_mode)
         self.edges: set[tuple[int, int]] = set()
         self.source = 0
