@@ -16,7 +16,8 @@ One command (``python scripts/lm_experiment.py``):
    policy as it would be used): the mean reward, and the mean per-token ``KL(pi || pi_pretrained)`` over the states
    of those responses (exact, from the two categorical distributions); wall-clock time counts training only;
 4. write ``OUT/lm_TASK.md`` (a markdown report: random, pretrained and each method, with its curve) and
-   ``OUT/lm_TASK.json`` (every figure).
+   ``OUT/lm_TASK.json`` (every figure); ``--publish`` writes them to ``docs/results/`` instead (the checkpoint stays
+   in ``OUT``).
 
 ``--quick`` is a size for tests (a tiny transformer, a few hundred steps).
 """
@@ -690,13 +691,17 @@ def main(argv: list[str] | None = None) -> Any:
     parser.add_argument("--out", default="logs/lm", help="folder of the checkpoint and the report (default logs/lm)")
     parser.add_argument("--retrain", action="store_true", help="pretrain again even if the checkpoint exists")
     parser.add_argument("--n-jobs", type=int, default=1)
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help=f"write the report to {published.RESULTS_DIR}/lm_TASK.md and .json (with --memory: {PUBLISHED_MEMORY_REPORT})",
+    )
     memory = parser.add_argument_group("--memory: peak memory of one update against the response length")
     memory.add_argument("--memory", action="store_true", help="measure one update per method and length instead")
     memory.add_argument("--lengths", type=int, nargs="+", help="max_new_tokens (default 16 64 256 1024; --quick 16 32)")
     memory.add_argument("--memory-episodes", type=int, default=8, help="responses per measured batch (default 8)")
     memory.add_argument("--threads", type=int, default=1, help="torch CPU threads of each case (default 1)")
     memory.add_argument("--device", default="cpu", help="cpu or cuda (the CUDA peak is reported on a GPU)")
-    memory.add_argument("--publish", action="store_true", help=f"write the report to {PUBLISHED_MEMORY_REPORT}")
     memory.add_argument("--memory-case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_case:
@@ -718,7 +723,7 @@ def main(argv: list[str] | None = None) -> Any:
     results = run_experiment(config, args.out, args.n_jobs, args.retrain)
     given = sys.argv[1:] if argv is None else argv
     text = report(results, ("python scripts/lm_experiment.py " + " ".join(given)).strip())
-    out = Path(args.out)
+    out = published.RESULTS_DIR if args.publish else Path(args.out)
     published.write_report(out / f"lm_{config.task}.md", text)
     (out / f"lm_{config.task}.json").write_text(published.dump_json(results) + "\n", encoding="utf-8")
     print(text)
