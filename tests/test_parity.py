@@ -239,7 +239,8 @@ def test_eval_callback_with_vec_normalize_ends_in_sync(tmp_path):
         (HAEPO, "n_steps", "n_episodes"),
         (GRPO, "n_steps", "n_episodes"),
         (DPO, "n_steps", "n_episodes"),
-        (HAEPO, "ent_coef", "weight_ent_coef"),
+        (GRPO, "ent_coef", None),
+        (DPO, "ent_coef", None),
         (DPO, "clip_range", None),
         (GRPO, "normalize_advantage", None),
         (HAEPO, "normalize_advantage", "normalize_returns"),
@@ -261,8 +262,9 @@ def test_ppo_arguments_name_their_counterpart(algo, name, counterpart):
 def test_unknown_arguments_keep_python_error():
     with pytest.raises(TypeError, match=r"__init__\(\) got an unexpected keyword argument 'not_an_argument'"):
         HAEPO("MlpPolicy", "CartPole-v1", not_an_argument=1)
-    # GRPO's own clip_range is accepted
+    # GRPO's own clip_range and HAEPO's own ent_coef (its policy-entropy bonus) are accepted
     assert GRPO("MlpPolicy", "CartPole-v1", clip_range=0.1, _init_setup_model=False).clip_range == 0.1
+    assert HAEPO("MlpPolicy", "CartPole-v1", ent_coef=0.1, _init_setup_model=False).ent_coef == 0.1
 
 
 @pytest.mark.parametrize("algo", ALGOS)

@@ -18,7 +18,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_haepo.common.buffers import EpisodeBuffer, step_observations
 from sb3_haepo.common.type_aliases import EpisodeBatch
-from sb3_haepo.common.utils import TrajectoryScore, trajectory_scores
+from sb3_haepo.common.utils import TrajectoryScore, policy_entropy_loss, trajectory_scores
 
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 SUPPORTED_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
@@ -35,7 +35,7 @@ PPO_ARGUMENT_COUNTERPARTS: dict[str, tuple[str, str | None, str | None]] = {
         "n_episodes",
         "the number of complete episodes per rollout",
     ),
-    "ent_coef": ("there is no policy-entropy bonus", "weight_ent_coef", "an entropy bonus on the episode weights"),
+    "ent_coef": ("it has no policy-entropy bonus (HAEPO has one, under this name)", None, None),
     "clip_range": ("the update has no probability ratio to clip", "target_kl", "it stops the epochs early"),
     "normalize_advantage": (
         "there are no advantages",
@@ -455,10 +455,12 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             obs = obs_as_tensor(step_observations(batch, chunk), self.device)
             distribution = policy.get_distribution(obs)
             actions = self._prepare_actions(batch.actions[chunk])
+            log_probs = distribution.log_prob(actions)
             entropy = distribution.entropy()
             if entropy is None:
-                entropy = th.zeros(chunk.stop - chunk.start, device=self.device)
-            yield chunk, distribution.log_prob(actions), entropy
+                # No closed form (gSDE with a squashed output): PPO's one-sample estimate -log pi(a_t|s_t)
+                entropy = -log_probs
+            yield chunk, log_probs, entropy
 
     def _step_log_probs(self, policy: ActorCriticPolicy, batch: EpisodeBatch, batch_size: int) -> tuple[th.Tensor, th.Tensor]:
         """
@@ -497,7 +499,14 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             log_probs, _ = self._step_log_probs(policy, batch, self.batch_size)
             return trajectory_scores(log_probs, batch.episode_index, batch.lengths, score)
 
-    def _score_gradient_step(self, batch: EpisodeBatch, step_coef: th.Tensor, log_probs: th.Tensor | None = None) -> float:
+    def _score_gradient_step(
+        self,
+        batch: EpisodeBatch,
+        step_coef: th.Tensor,
+        log_probs: th.Tensor | None = None,
+        entropies: th.Tensor | None = None,
+        ent_coef: float = 0.0,
+    ) -> float:
         """
         Pass 2 of the exact two-pass gradient (docs/METHOD.md section 2), then one optimizer step.
 
@@ -509,14 +518,26 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         :param step_coef: the per-step coefficients, shape (N,), without a graph
         :param log_probs: ``log pi(a_t|s_t)`` of all the steps *with* their graph, when pass 1 already computed them
             in one chunk (then no second forward pass is made)
+        :param entropies: with ``log_probs``, the policy entropies of all the steps with their graph (needed when
+            ``ent_coef > 0``)
+        :param ent_coef: the policy-entropy bonus's coefficient (:func:`policy_entropy_loss`; 0: none), whose
+            gradient is added exactly, chunk by chunk
         :return: the gradient norm before clipping
         """
+        n_steps = len(batch.episode_index)
         self.policy.optimizer.zero_grad()
         if log_probs is not None:
-            (step_coef * log_probs).sum().backward()
+            surrogate = (step_coef * log_probs).sum()
+            if ent_coef > 0:
+                assert entropies is not None, "the entropies with their graph are needed when ent_coef > 0"
+                surrogate = surrogate + policy_entropy_loss(entropies, ent_coef, n_steps)
+            surrogate.backward()
         else:
-            for chunk, chunk_log_probs, _ in self._iter_step_log_probs(self.policy, batch, self.batch_size):
-                (step_coef[chunk] * chunk_log_probs).sum().backward()
+            for chunk, chunk_log_probs, chunk_entropies in self._iter_step_log_probs(self.policy, batch, self.batch_size):
+                surrogate = (step_coef[chunk] * chunk_log_probs).sum()
+                if ent_coef > 0:
+                    surrogate = surrogate + policy_entropy_loss(chunk_entropies, ent_coef, n_steps)
+                surrogate.backward()
         return self._clip_and_step()
 
     def _clip_and_step(self) -> float:

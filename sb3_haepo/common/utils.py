@@ -608,6 +608,29 @@ def adapt_ref_kl_coef(
     return min(max(coef, min_coef), max_coef)
 
 
+def policy_entropy_loss(entropies: th.Tensor, ent_coef: float, n_steps: int | None = None) -> th.Tensor:
+    """
+    The policy-entropy bonus of HAEPO's ``ent_coef`` (PPO's ``ent_coef``, distinct from the weight-entropy bonus
+    ``beta``; docs/METHOD.md section 12): ``-ent_coef * (1 / N) sum_t H(pi(.|s_t))`` over the ``N`` steps of a group.
+
+    It is a sum over steps, so it splits over chunks and minibatches: the terms of any partition of the steps, each
+    with the same ``n_steps = N``, add up to the whole group's term (and so do their gradients).
+
+    :param entropies: ``H(pi(.|s_t))`` of some of the group's steps, shape (n,), differentiable
+    :param ent_coef: the coefficient (finite, >= 0)
+    :param n_steps: ``N``, the number of steps of the whole group (None: ``n``, these steps are the whole group)
+    :return: the loss term (a scalar), to be minimised
+    """
+    if entropies.dim() != 1:
+        raise ValueError(f"Expected a 1D tensor of entropies, got shape {tuple(entropies.shape)}")
+    if not (math.isfinite(ent_coef) and ent_coef >= 0):
+        raise ValueError(f"ent_coef must be a finite number >= 0, got {ent_coef!r}")
+    n_steps = len(entropies) if n_steps is None else n_steps
+    if n_steps < max(len(entropies), 1):
+        raise ValueError(f"n_steps must be >= the number of entropies ({len(entropies)}) and >= 1, got {n_steps!r}")
+    return -ent_coef * entropies.sum() / n_steps
+
+
 class GRPOLoss(NamedTuple):
     """The GRPO objective and its terms (scalars)."""
 

@@ -25,6 +25,7 @@ from sb3_haepo.common.utils import (
     haepo_score_gradient,
     normalize_returns,
     parse_adaptive_coef,
+    policy_entropy_loss,
     reward_to_go_advantages,
     score_step_scale,
     step_credit_coefficients,
@@ -165,6 +166,10 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
     :param target_kl: Limit the KL divergence between the policy at the start of the update and the updated policy
         (mean over the group's steps, estimated as in PPO): the epochs stop early once it exceeds
         ``1.5 * target_kl``. None (default) disables it.
+    :param ent_coef: Coefficient of a policy-entropy bonus, PPO's ``ent_coef``: ``-ent_coef`` times the mean over
+        the group's steps of the entropy of ``pi(.|s_t)`` is added to the loss, with its exact gradient in every
+        update mode (docs/METHOD.md section 12). Distinct from ``weight_ent_coef`` (beta), which acts on the episode
+        weights. 0 (default) disables it.
     :param max_episode_steps: Guard against envs that never end: an episode that reaches this length without
         ``done`` is cut and closed as truncated (counted in ``rollout/n_cut_episodes``)
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action noise
@@ -211,6 +216,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         clip_range: float | Schedule | None = 0.2,
         max_grad_norm: float = 0.5,
         target_kl: float | None = None,
+        ent_coef: float = 0.0,
         max_episode_steps: int = 100_000,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
@@ -259,6 +265,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         check_adaptive_target("target_ref_kl", target_ref_kl, "ref_kl_coef", ref_kl_coef, None)
         if target_kl is not None and not target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None, got {target_kl!r}")
+        if isinstance(ent_coef, bool) or not isinstance(ent_coef, (int, float)) or not (np.isfinite(ent_coef) and ent_coef >= 0):
+            raise ValueError(f"ent_coef must be a finite number >= 0, got {ent_coef!r}")
         if minibatch_size is not None and (not isinstance(minibatch_size, (int, np.integer)) or minibatch_size < 1):
             raise ValueError(f"minibatch_size must be an integer >= 1 or None, got {minibatch_size!r}")
         if clip_range is not None and not callable(clip_range) and not (np.isfinite(clip_range) and clip_range > 0):
@@ -275,6 +283,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         self.target_weight_entropy = None if target_weight_entropy is None else float(target_weight_entropy)
         self.target_ref_kl = DEFAULT_TARGET_REF_KL if target_ref_kl is None else float(target_ref_kl)
         self.target_kl = target_kl
+        self.ent_coef = float(ent_coef)
         self.minibatch_size = None if minibatch_size is None else int(minibatch_size)
         self.clip_range: Schedule | None = None if clip_range is None else FloatSchedule(clip_range)
 
@@ -335,8 +344,10 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             else:
                 with th.no_grad():
                     detached_log_probs, entropy = self._step_log_probs(self.policy, batch, self.batch_size)
-            # The per-step entropies are only logged: keep their mean, not N values through pass 2
             policy_entropy = float(entropy.detach().mean())
+            # Without the policy-entropy bonus the per-step entropies are only logged: keep their mean, not N values
+            # through pass 2; with it, pass 2 reuses them when they carry their graph (one chunk)
+            step_entropies = entropy if single_chunk and self.ent_coef > 0 else None
             del entropy
             if initial_log_probs is None:
                 initial_log_probs = detached_log_probs
@@ -381,7 +392,9 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
 
             if exact:
                 # Pass 2: gradient of the surrogate sum_t step_coef_t * log pi(a_t|s_t) == grad J, and the step
-                grad_norm = self._score_gradient_step(batch, step_coef, log_probs if single_chunk else None)
+                grad_norm = self._score_gradient_step(
+                    batch, step_coef, log_probs if single_chunk else None, step_entropies, self.ent_coef
+                )
             else:
                 # The return term's share a_t of -step_coef: w_k s_k A_{k,t}, with the episode-level advantage
                 # A_{k,t} = Rn_k - sum_j w_j Rn_j under credit="episode" (docs/METHOD.md section 9.3)
@@ -393,16 +406,17 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 return_coef = weights[batch.episode_index] * step_scale * step_advantages
                 grad_norm, clip_fraction = self._minibatch_steps(batch, step_coef, return_coef, initial_log_probs, clip_range)
                 logs.setdefault("clip_fraction", []).append(clip_fraction)
-            current_log_probs = None
+            current_log_probs = step_entropies = None
 
             epoch_logs = {
-                "loss": float(terms.loss),
+                "loss": float(terms.loss) - self.ent_coef * policy_entropy,
                 "return_loss": float(terms.return_loss),
                 "weight_entropy_loss": float(terms.entropy_loss),
                 "ref_kl_loss": float(terms.kl_loss),
                 "grad_norm": grad_norm,
                 "approx_kl": approx_kl,
                 "policy_entropy": policy_entropy,
+                "policy_entropy_loss": -self.ent_coef * policy_entropy,
                 **weight_diagnostics(terms.log_weights, ref_scores),
             }
             for key, value in epoch_logs.items():
@@ -469,10 +483,13 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         grad_norms, clip_fractions = [], []
         for indices in th.randperm(n_steps, device=self.device).split(minibatch_size):
             minibatch = select_steps(batch, indices)
-            log_probs, _ = self._step_log_probs(self.policy, minibatch, len(indices))
+            log_probs, entropies = self._step_log_probs(self.policy, minibatch, len(indices))
             terms = clipped_step_loss(log_probs, old_log_probs[indices], step_coef[indices], return_coef[indices], clip_range)
+            loss = terms.loss
+            if self.ent_coef > 0:
+                loss = loss + policy_entropy_loss(entropies, self.ent_coef, n_steps)
             self.policy.optimizer.zero_grad()
-            (terms.loss * (n_steps / len(indices))).backward()
+            (loss * (n_steps / len(indices))).backward()
             grad_norms.append(self._clip_and_step())
             clip_fractions.append(float(terms.clip_fraction))
         return float(np.mean(grad_norms)), float(np.mean(clip_fractions))
