@@ -155,7 +155,14 @@ def discounted_reward_to_go(rewards: th.Tensor, episode_lengths: th.Tensor, gamm
     return th.as_tensor(reward_to_go, dtype=th.float32, device=rewards.device)
 
 
-def reward_to_go_advantages(rewards: th.Tensor, episode_lengths: th.Tensor, gamma: float, eps: float = 1e-8) -> th.Tensor:
+def _check_min_std(min_std: float) -> None:
+    if isinstance(min_std, bool) or not isinstance(min_std, (int, float)) or not (math.isfinite(min_std) and min_std >= 0):
+        raise ValueError(f"min_return_std must be a finite number >= 0, got {min_std!r}")
+
+
+def reward_to_go_advantages(
+    rewards: th.Tensor, episode_lengths: th.Tensor, gamma: float, eps: float = 1e-8, min_std: float = 0.0
+) -> th.Tensor:
     """
     Per-step advantages from the discounted reward-to-go and a time-indexed group baseline (docs/METHOD.md
     section 9).
@@ -163,34 +170,41 @@ def reward_to_go_advantages(rewards: th.Tensor, episode_lengths: th.Tensor, gamm
     .. math::
 
         b_t = \\mathrm{mean}_{k: T_k > t} G_{k,t}, \\qquad
-        A_{k,t} = \\frac{G_{k,t} - b_t}{\\mathrm{std}(G - b) + \\epsilon}
+        A_{k,t} = \\frac{G_{k,t} - b_t}{\\max(\\mathrm{std}(G - b), \\sigma_{min}) + \\epsilon}
 
     The baseline at time ``t`` is the mean reward-to-go of the group's episodes that last beyond ``t``: a Monte
     Carlo estimate of the value of being ``t`` steps into an episode, with no critic. The deviations ``G - b`` have
     a mean of exactly 0 over the group (their sum is 0 at every ``t``), and are divided by their population std over
-    all steps. A step that only one episode reaches gets 0, and a group with no variation gives 0 everywhere,
-    never NaN.
+    all steps, or by ``min_std`` when that is larger (``min_return_std``, docs/METHOD.md section 13: deviations
+    smaller than this scale then give a proportionally small signal, not a unit one). A step that only one episode
+    reaches gets 0, and a group with no variation gives 0 everywhere, never NaN.
 
     :param rewards: ``r`` of every step, ordered episode by episode, each in time order, shape (N,)
     :param episode_lengths: ``T_k``, shape (M,)
     :param gamma: the per-step discount of the reward-to-go, in (0, 1]
     :param eps: guard against division by zero
+    :param min_std: ``sigma_min``, the floor of the divisor, in the rewards' units (>= 0; 0: plain z-score)
     :return: ``A``, shape (N,), float32
     """
+    _check_min_std(min_std)
     reward_to_go = discounted_reward_to_go(rewards, episode_lengths, gamma).to(th.float64)
     times = step_times(episode_lengths.to(rewards.device))
     # b_t over the episodes that reach t (T,)
     totals = th.zeros(int(times.max()) + 1, dtype=th.float64, device=rewards.device).index_add_(0, times, reward_to_go)
     counts = th.bincount(times).to(th.float64)
     deviations = reward_to_go - (totals / counts)[times]
-    return (deviations / (deviations.std(unbiased=False) + eps)).to(th.float32)
+    return (deviations / (max(float(deviations.std(unbiased=False)), min_std) + eps)).to(th.float32)
 
 
-def normalize_returns(returns: th.Tensor, scheme: NormalizeReturns = "zscore", eps: float = 1e-8) -> th.Tensor:
+def normalize_returns(
+    returns: th.Tensor, scheme: NormalizeReturns = "zscore", eps: float = 1e-8, min_std: float = 0.0
+) -> th.Tensor:
     """
     Normalise the episode returns of a group (docs/METHOD.md section 1, step 4).
 
-    - ``"zscore"``: ``Rn_k = (R_k - mean(R)) / (std(R) + eps)``, population std. Equal returns give exactly 0.
+    - ``"zscore"``: ``Rn_k = (R_k - mean(R)) / (max(std(R), min_std) + eps)``, population std. Equal returns give
+      exactly 0. ``min_std`` (``min_return_std``, docs/METHOD.md section 13) keeps returns that differ by less than
+      that scale from being blown up to unit size.
     - ``"sum"``: ``Rn_k = R_k / sum_j |R_j|``. For non-negative returns (the setting the paper uses this scheme for)
       this is exactly the paper's ``R_k / sum_j R_j``. Using ``|R_j|`` in the denominator is our documented fallback
       for negative returns: the scale stays positive, so a group whose total is negative or zero never flips the sign
@@ -199,8 +213,10 @@ def normalize_returns(returns: th.Tensor, scheme: NormalizeReturns = "zscore", e
     :param returns: episode returns ``R_k``, shape (M,)
     :param scheme: ``"sum"`` or ``"zscore"``
     :param eps: guard against division by zero
+    :param min_std: with ``"zscore"``, the floor of the divisor, in the returns' units (>= 0; 0: plain z-score)
     :return: normalised returns, shape (M,)
     """
+    _check_min_std(min_std)
     if scheme not in NORMALIZE_RETURNS_OPTIONS:
         raise ValueError(f"Unknown return normalisation {scheme!r}, allowed: {NORMALIZE_RETURNS_OPTIONS}")
     if returns.ndim != 1:
@@ -208,7 +224,8 @@ def normalize_returns(returns: th.Tensor, scheme: NormalizeReturns = "zscore", e
     if scheme == "zscore":
         centered = returns - returns.mean()
         # All-equal returns: centered is exactly 0, so the result is 0 (no signal), never NaN
-        return centered / (returns.std(unbiased=False) + eps)
+        std = returns.std(unbiased=False)
+        return centered / (th.clamp(std, min=min_std) + eps)
     return returns / returns.abs().sum().clamp(min=eps)
 
 

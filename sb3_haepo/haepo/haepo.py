@@ -17,6 +17,7 @@ from sb3_haepo.common.utils import (
     NormalizeReturns,
     Credit,
     TrajectoryScore,
+    _check_min_std,
     adapt_ref_kl_coef,
     adapt_weight_ent_coef,
     clipped_step_loss,
@@ -134,6 +135,11 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
     :param normalize_returns: ``"zscore"`` (``(R - mean) / std``, for long horizons and sparse rewards) or ``"sum"``
         (``R / sum_j |R_j|``, the paper's sum-normalisation for non-negative returns). Applies to
         ``credit="episode"``; ``"reward_to_go"`` z-scores its per-step advantages.
+    :param min_return_std: Floor of the z-score's divisor, in the units of the returns (>= 0): the normalised
+        returns (``credit="episode"``, ``"zscore"``) and the per-step advantages (``"reward_to_go"``) are divided by
+        ``max(std, min_return_std)``, so that a group whose returns differ by less than this scale (a small move cost,
+        no success yet) gives a proportionally small signal instead of a unit one (docs/METHOD.md section 13).
+        0 (default): the plain z-score.
     :param trajectory_score: ``"mean"`` (mean log-probability per step, ``L_k / T_k``) or ``"sum"`` (the paper's
         cumulative log-likelihood ``L_k``, which collapses the weights onto the shortest episodes when lengths vary)
     :param weight_ent_coef: ``beta``, coefficient of the entropy bonus on the episode weights (pushes ``w`` towards
@@ -206,6 +212,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         gamma: float = 0.99,
         credit: Credit = "reward_to_go",
         normalize_returns: NormalizeReturns = "zscore",
+        min_return_std: float = 0.0,
         trajectory_score: TrajectoryScore = "mean",
         weight_ent_coef: float | str = 0.01,
         ref_kl_coef: float | str = 0.01,
@@ -259,6 +266,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             )
         if trajectory_score not in TRAJECTORY_SCORE_OPTIONS:
             raise ValueError(f"Unknown trajectory_score {trajectory_score!r}, allowed: {TRAJECTORY_SCORE_OPTIONS}")
+        _check_min_std(min_return_std)
         weight_ent_coef_value, weight_ent_coef_auto = parse_adaptive_coef("weight_ent_coef", weight_ent_coef)
         ref_kl_coef_value, ref_kl_coef_auto = parse_adaptive_coef("ref_kl_coef", ref_kl_coef)
         check_adaptive_target("target_weight_entropy", target_weight_entropy, "weight_ent_coef", weight_ent_coef, 0.0)
@@ -274,6 +282,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
 
         self.credit = credit
         self.normalize_returns = normalize_returns
+        self.min_return_std = float(min_return_std)
         self.trajectory_score = trajectory_score
         # The coefficients in use: with "auto", their current values, adapted after every update (and saved)
         self.weight_ent_coef = weight_ent_coef_value
@@ -320,10 +329,10 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         single_chunk = exact and n_steps <= self.batch_size
 
         # Normalised returns Rn_k (M,), and with per-step credit the advantages A_{k,t} (N,)
-        norm_returns = normalize_returns(batch.returns, self.normalize_returns)
+        norm_returns = normalize_returns(batch.returns, self.normalize_returns, min_std=self.min_return_std)
         advantages = None
         if self.credit == "reward_to_go":
-            advantages = reward_to_go_advantages(batch.rewards, batch.lengths, self.gamma)
+            advantages = reward_to_go_advantages(batch.rewards, batch.lengths, self.gamma, min_std=self.min_return_std)
         # Scores of the reference policy (M,): no gradient
         ref_scores = self._episode_scores(self.ref_policy, batch, self.trajectory_score)
         # dL_k / dlog pi(a_t|s_t), (N,)

@@ -1,0 +1,88 @@
+"""
+The floor of the z-score's divisor, ``min_return_std`` (docs/METHOD.md section 13): hand-computed values for both
+normalisations, the unchanged default, and bad input.
+"""
+
+import gymnasium as gym
+import pytest
+import torch as th
+from gymnasium.wrappers import TransformReward
+
+from sb3_haepo import HAEPO
+from sb3_haepo.common.utils import normalize_returns, reward_to_go_advantages
+
+# DeepSea without the treasure: returns that differ only by a move cost of 0.001
+COSTS = th.tensor([0.0, -0.001, -0.002, -0.001])
+
+
+def test_normalize_returns_floor_by_hand():
+    # mean -0.001; population std sqrt(0.5e-6) ~ 7.07e-4 < 0.1: divided by the floor
+    expected = th.tensor([0.001, 0.0, -0.001, 0.0]) / 0.1
+    assert th.allclose(normalize_returns(COSTS, "zscore", min_std=0.1), expected, atol=1e-6)
+    # Without the floor the same returns become a unit-size signal
+    plain = normalize_returns(COSTS, "zscore")
+    assert float(plain.std(unbiased=False)) == pytest.approx(1.0, abs=1e-4)
+    # A std above the floor: the plain z-score, bitwise
+    returns = th.tensor([1.0, 3.0, -2.0, 0.5])
+    assert th.equal(normalize_returns(returns, "zscore", min_std=0.1), normalize_returns(returns, "zscore"))
+    # "sum" ignores it
+    assert th.equal(normalize_returns(returns, "sum", min_std=5.0), normalize_returns(returns, "sum"))
+
+
+def test_reward_to_go_advantages_floor_by_hand():
+    # Two episodes of 2 steps, gamma 1: G = (0, -0.001) and (-0.002, -0.002); b_0 = -0.001, b_1 = -0.0015;
+    # deviations (0.001, 0.0005, -0.001, -0.0005), std ~ 7.9e-4 < 0.01: divided by the floor
+    rewards = th.tensor([0.001, -0.001, 0.0, -0.002])
+    lengths = th.tensor([2, 2])
+    floored = reward_to_go_advantages(rewards, lengths, 1.0, min_std=0.01)
+    assert th.allclose(floored, th.tensor([0.1, 0.05, -0.1, -0.05]), atol=1e-5)
+    plain = reward_to_go_advantages(rewards, lengths, 1.0)
+    assert float(plain.std(unbiased=False)) == pytest.approx(1.0, abs=1e-4)
+    assert th.equal(reward_to_go_advantages(rewards, lengths, 1.0, min_std=1e-6), plain)
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf"), "0.1", True])
+def test_bad_min_return_std(value):
+    with pytest.raises(ValueError, match=r"min_return_std must be a finite number >= 0, got"):
+        HAEPO("MlpPolicy", "CartPole-v1", min_return_std=value)
+    with pytest.raises(ValueError, match=r"min_return_std must be a finite number >= 0, got"):
+        normalize_returns(COSTS, "zscore", min_std=value)
+
+
+def test_the_floor_shrinks_the_first_update_on_small_returns():
+    """
+    CartPole with its rewards scaled by 1e-4 (a group's returns then differ by about 1e-3): with a floor of 1 the first
+    update (plain SGD, one exact step, no regularisers) moves the parameters about 1e-3 times as far as with the plain
+    z-score, which rescales any difference to unit size.
+    """
+    moves = []
+    for min_return_std in (0.0, 1.0):
+        env = TransformReward(gym.make("CartPole-v1"), lambda reward: 1e-4 * reward)
+        model = HAEPO(
+            "MlpPolicy",
+            env,
+            n_episodes=4,
+            n_epochs=1,
+            minibatch_size=None,
+            clip_range=None,
+            weight_ent_coef=0.0,
+            ref_kl_coef=0.0,
+            min_return_std=min_return_std,
+            learning_rate=0.01,
+            policy_kwargs={"optimizer_class": th.optim.SGD},
+            seed=0,
+        )
+        before = th.nn.utils.parameters_to_vector(model.policy.parameters()).detach().clone()
+        train, calls = model.train, []
+
+        def train_once(train=train, calls=calls) -> None:
+            if not calls:
+                calls.append(1)
+                train()
+
+        model.train = train_once  # type: ignore[method-assign]
+        model.learn(300)
+        assert calls == [1]
+        moves.append(float((th.nn.utils.parameters_to_vector(model.policy.parameters()).detach() - before).norm()))
+    assert moves[0] > 0
+    assert moves[1] / moves[0] < 0.05, moves
