@@ -4,6 +4,7 @@ normalisations, the unchanged default, and bad input.
 """
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch as th
 from gymnasium.wrappers import TransformReward
@@ -45,8 +46,16 @@ def test_reward_to_go_advantages_floor_by_hand():
 def test_bad_min_return_std(value):
     with pytest.raises(ValueError, match=r"min_return_std must be a finite number >= 0, got"):
         HAEPO("MlpPolicy", "CartPole-v1", min_return_std=value)
-    with pytest.raises(ValueError, match=r"min_return_std must be a finite number >= 0, got"):
+    with pytest.raises(ValueError, match=r"min_std must be a finite number >= 0, got"):
         normalize_returns(COSTS, "zscore", min_std=value)
+
+
+def test_min_return_std_needs_the_zscore():
+    message = r"min_return_std=0.5 is a floor of the z-score's divisor: it needs normalize_returns='zscore', got 'sum'"
+    with pytest.raises(ValueError, match=message):
+        HAEPO("MlpPolicy", "CartPole-v1", credit="episode", normalize_returns="sum", min_return_std=0.5)
+    # numpy scalars are numbers too
+    assert HAEPO("MlpPolicy", "CartPole-v1", min_return_std=np.float32(0.5), _init_setup_model=False).min_return_std == 0.5
 
 
 def test_the_floor_shrinks_the_first_update_on_small_returns():

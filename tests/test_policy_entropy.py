@@ -3,6 +3,7 @@ HAEPO's policy-entropy bonus ``ent_coef`` (docs/METHOD.md section 12): hand-comp
 against autograd through the whole loss in each update mode, its direction, and bad input.
 """
 
+import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.utils import obs_as_tensor
@@ -37,6 +38,8 @@ def test_policy_entropy_loss_by_hand():
 def test_policy_entropy_loss_errors():
     with pytest.raises(ValueError, match=r"ent_coef must be a finite number >= 0, got -0.1"):
         policy_entropy_loss(th.ones(2), -0.1)
+    with pytest.raises(ValueError, match=r"ent_coef must be a finite number >= 0, got True"):
+        policy_entropy_loss(th.ones(2), True)
     with pytest.raises(ValueError, match=r"ent_coef must be a finite number >= 0, got nan"):
         policy_entropy_loss(th.ones(2), float("nan"))
     with pytest.raises(ValueError, match=r"Expected a 1D tensor of entropies, got shape \(2, 2\)"):
@@ -49,6 +52,25 @@ def test_policy_entropy_loss_errors():
 def test_bad_ent_coef(value):
     with pytest.raises(ValueError, match=r"ent_coef must be a finite number >= 0, got"):
         HAEPO("MlpPolicy", "CartPole-v1", ent_coef=value)
+
+
+def test_squashed_gsde_is_refused():
+    """gSDE with squash_output has no closed-form entropy: the bonus would only add noise, so it is refused."""
+    with pytest.raises(ValueError, match=r"ent_coef=0.1 needs the policy's entropy in closed form"):
+        HAEPO("MlpPolicy", "Pendulum-v1", ent_coef=0.1, use_sde=True, policy_kwargs={"squash_output": True})
+    # numpy scalars are accepted; without the bonus, squashed gSDE is fine
+    assert HAEPO("MlpPolicy", "CartPole-v1", ent_coef=np.float32(0.5), _init_setup_model=False).ent_coef == 0.5
+    HAEPO("MlpPolicy", "Pendulum-v1", use_sde=True, policy_kwargs={"squash_output": True})
+
+
+def test_save_load_keeps_the_options(tmp_path):
+    model = HAEPO("MlpPolicy", "CartPole-v1", n_episodes=2, ent_coef=0.1, min_return_std=0.5, seed=0)
+    model.learn(100)
+    model.save(tmp_path / "model.zip")
+    loaded = HAEPO.load(tmp_path / "model.zip", env=model.get_env())
+    assert (loaded.ent_coef, loaded.min_return_std) == (0.1, 0.5)
+    loaded.learn(200, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 300
 
 
 def test_grpo_and_ppo_users_still_get_the_explanation():
@@ -124,6 +146,41 @@ def test_update_gradient_equals_autograd(env_id, kwargs):
     assert expected[0].keys() == captured[0].keys()
     for name, gradient in expected[0].items():
         assert th.allclose(captured[0][name], gradient, rtol=1e-4, atol=1e-6), name
+
+
+def test_minibatch_gradients_add_up_to_the_exact_gradient():
+    """
+    Several minibatches of the first epoch, each captured without a step (so all at the starting parameters, ratio
+    1): their gradients weighted by minibatch / N add up to autograd's gradient of J plus the bonus, which checks
+    the scaling of each minibatch's share of the bonus.
+    """
+    model = HAEPO(
+        "MlpPolicy", "CartPole-v1", n_episodes=3, n_epochs=1, minibatch_size=16, clip_range=0.2, ent_coef=0.3, seed=0
+    )
+    expected: list[dict[str, th.Tensor]] = []
+    captured: list[dict[str, th.Tensor]] = []
+    n_steps: list[int] = []
+    train = model.train
+
+    def capture_gradient() -> float:
+        captured.append({name: p.grad.clone() for name, p in model.policy.named_parameters() if p.grad is not None})
+        return 0.0
+
+    def checked_train() -> None:
+        if not expected:
+            expected.append(expected_gradient(model))
+            n_steps.append(len(model.rollout_buffer.get().episode_index))
+            model._clip_and_step = capture_gradient  # type: ignore[method-assign]
+            train()
+
+    model.train = checked_train  # type: ignore[method-assign]
+    model.learn(700)
+    n = n_steps[0]
+    sizes = [16] * (n // 16) + ([n % 16] if n % 16 else [])
+    assert len(captured) == len(sizes) > 2
+    for name, gradient in expected[0].items():
+        total = sum(size / n * grads[name] for size, grads in zip(sizes, captured, strict=True))
+        assert th.allclose(total, gradient, rtol=1e-4, atol=1e-6), name
 
 
 def test_bonus_raises_the_policy_entropy():

@@ -406,3 +406,19 @@ def test_lm_memory_report(tmp_path):
     assert "T = 16" in text and "CUDA" not in text.split("| method |")[1]
     with pytest.raises(ValueError, match="methods"):
         lm.run_lm_memory((16,), ("SAC",), verbose=False)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--quick", "--publish"], "--publish publishes the full size only, not --quick"),
+        (["--quick", "--memory", "--publish"], "--publish publishes the full size only, not --quick"),
+        (["--methods", "HAEPO", "--publish"], "--publish publishes every method at the full budget"),
+        (["--timesteps", "500", "--publish"], "--publish publishes every method at the full budget"),
+    ],
+)
+def test_publish_only_the_full_experiment(argv, message, capsys):
+    """The published reports are never overwritten by a smaller run."""
+    with pytest.raises(SystemExit):
+        lm.main(argv)
+    assert message in capsys.readouterr().err

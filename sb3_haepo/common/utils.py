@@ -155,9 +155,11 @@ def discounted_reward_to_go(rewards: th.Tensor, episode_lengths: th.Tensor, gamm
     return th.as_tensor(reward_to_go, dtype=th.float32, device=rewards.device)
 
 
-def _check_min_std(min_std: float) -> None:
-    if isinstance(min_std, bool) or not isinstance(min_std, (int, float)) or not (math.isfinite(min_std) and min_std >= 0):
-        raise ValueError(f"min_return_std must be a finite number >= 0, got {min_std!r}")
+def check_non_negative(name: str, value: float) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is a finite real number >= 0 (not a bool)."""
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not real or not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 def reward_to_go_advantages(
@@ -186,7 +188,7 @@ def reward_to_go_advantages(
     :param min_std: ``sigma_min``, the floor of the divisor, in the rewards' units (>= 0; 0: plain z-score)
     :return: ``A``, shape (N,), float32
     """
-    _check_min_std(min_std)
+    check_non_negative("min_std", min_std)
     reward_to_go = discounted_reward_to_go(rewards, episode_lengths, gamma).to(th.float64)
     times = step_times(episode_lengths.to(rewards.device))
     # b_t over the episodes that reach t (T,)
@@ -216,7 +218,7 @@ def normalize_returns(
     :param min_std: with ``"zscore"``, the floor of the divisor, in the returns' units (>= 0; 0: plain z-score)
     :return: normalised returns, shape (M,)
     """
-    _check_min_std(min_std)
+    check_non_negative("min_std", min_std)
     if scheme not in NORMALIZE_RETURNS_OPTIONS:
         raise ValueError(f"Unknown return normalisation {scheme!r}, allowed: {NORMALIZE_RETURNS_OPTIONS}")
     if returns.ndim != 1:
@@ -640,8 +642,7 @@ def policy_entropy_loss(entropies: th.Tensor, ent_coef: float, n_steps: int | No
     """
     if entropies.dim() != 1:
         raise ValueError(f"Expected a 1D tensor of entropies, got shape {tuple(entropies.shape)}")
-    if not (math.isfinite(ent_coef) and ent_coef >= 0):
-        raise ValueError(f"ent_coef must be a finite number >= 0, got {ent_coef!r}")
+    check_non_negative("ent_coef", ent_coef)
     n_steps = len(entropies) if n_steps is None else n_steps
     if n_steps < max(len(entropies), 1):
         raise ValueError(f"n_steps must be >= the number of entropies ({len(entropies)}) and >= 1, got {n_steps!r}")

@@ -709,8 +709,16 @@ def main(argv: list[str] | None = None) -> Any:
         line = json.dumps(measure_lm_memory_case(LMMemoryCase(**json.loads(args.memory_case))))
         print(line)
         return line
+    if args.publish and args.quick:
+        parser.error("--publish publishes the full size only, not --quick")
     if args.memory:
         return memory_main(args, argv)
+    if args.publish and (
+        (args.methods and sorted(args.methods) != sorted(METHODS)) or args.timesteps not in (None, FULL.timesteps)
+    ):
+        parser.error(
+            f"--publish publishes every method at the full budget ({FULL.timesteps:,} steps); only --seeds may change"
+        )
     config = replace(QUICK if args.quick else FULL, task=args.task)
     overrides: dict[str, Any] = {}
     if args.methods:

@@ -14,12 +14,12 @@ from sb3_haepo.common.utils import (
     DEFAULT_TARGET_REF_KL,
     NORMALIZE_RETURNS_OPTIONS,
     TRAJECTORY_SCORE_OPTIONS,
-    NormalizeReturns,
     Credit,
+    NormalizeReturns,
     TrajectoryScore,
-    _check_min_std,
     adapt_ref_kl_coef,
     adapt_weight_ent_coef,
+    check_non_negative,
     clipped_step_loss,
     default_target_weight_entropy,
     haepo_loss,
@@ -175,7 +175,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
     :param ent_coef: Coefficient of a policy-entropy bonus, PPO's ``ent_coef``: ``-ent_coef`` times the mean over
         the group's steps of the entropy of ``pi(.|s_t)`` is added to the loss, with its exact gradient in every
         update mode (docs/METHOD.md section 12). Distinct from ``weight_ent_coef`` (beta), which acts on the episode
-        weights. 0 (default) disables it.
+        weights. 0 (default) disables it. Refused with gSDE and ``squash_output=True`` (no closed-form entropy).
     :param max_episode_steps: Guard against envs that never end: an episode that reaches this length without
         ``done`` is cut and closed as truncated (counted in ``rollout/n_cut_episodes``)
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action noise
@@ -266,15 +266,25 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             )
         if trajectory_score not in TRAJECTORY_SCORE_OPTIONS:
             raise ValueError(f"Unknown trajectory_score {trajectory_score!r}, allowed: {TRAJECTORY_SCORE_OPTIONS}")
-        _check_min_std(min_return_std)
+        check_non_negative("min_return_std", min_return_std)
+        if min_return_std > 0 and normalize_returns != "zscore":
+            raise ValueError(
+                f"min_return_std={min_return_std!r} is a floor of the z-score's divisor: it needs "
+                f"normalize_returns='zscore', got {normalize_returns!r}"
+            )
         weight_ent_coef_value, weight_ent_coef_auto = parse_adaptive_coef("weight_ent_coef", weight_ent_coef)
         ref_kl_coef_value, ref_kl_coef_auto = parse_adaptive_coef("ref_kl_coef", ref_kl_coef)
         check_adaptive_target("target_weight_entropy", target_weight_entropy, "weight_ent_coef", weight_ent_coef, 0.0)
         check_adaptive_target("target_ref_kl", target_ref_kl, "ref_kl_coef", ref_kl_coef, None)
         if target_kl is not None and not target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None, got {target_kl!r}")
-        if isinstance(ent_coef, bool) or not isinstance(ent_coef, (int, float)) or not (np.isfinite(ent_coef) and ent_coef >= 0):
-            raise ValueError(f"ent_coef must be a finite number >= 0, got {ent_coef!r}")
+        check_non_negative("ent_coef", ent_coef)
+        if ent_coef > 0 and use_sde and (policy_kwargs or {}).get("squash_output", False):
+            raise ValueError(
+                f"ent_coef={ent_coef!r} needs the policy's entropy in closed form, which gSDE with "
+                "squash_output=True does not have (its one-sample estimate -log pi(a|s) has a zero expected gradient): "
+                "use ent_coef=0 or squash_output=False"
+            )
         if minibatch_size is not None and (not isinstance(minibatch_size, (int, np.integer)) or minibatch_size < 1):
             raise ValueError(f"minibatch_size must be an integer >= 1 or None, got {minibatch_size!r}")
         if clip_range is not None and not callable(clip_range) and not (np.isfinite(clip_range) and clip_range > 0):
