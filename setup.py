@@ -17,7 +17,7 @@ setup(
         "gymnasium>=1.0,<1.5",
         "torch>=2.3",
         "numpy>=1.20",
-    "scipy>=1.8",
+        "scipy>=1.8",
     ],
     extras_require={
         "tests": [

@@ -355,10 +355,9 @@ def register() -> None:
     :raises ImportError: if the zoo extras are missing
     """
     check_zoo_extras()
+    import rl_zoo3.exp_manager as zoo_exp_manager
     import rl_zoo3.hyperparams_opt as zoo_hyperparams_opt
     import rl_zoo3.utils as zoo_utils
-
-    import rl_zoo3.exp_manager as zoo_exp_manager
 
     # The zoo modules import these dicts by reference: mutate them, never rebind them
     zoo_utils.ALGOS[ALGO_NAME] = HAEPO

@@ -11,10 +11,10 @@ import pytest
 from sb3_haepo.benchmark.configs import get_hyperparams
 from sb3_haepo.benchmark.report import (
     binned_training_metric,
-    probability_of_improvement,
     bootstrap_ci,
     first_crossing,
     load_runs,
+    probability_of_improvement,
     summary_table,
     write_report,
 )

@@ -16,8 +16,9 @@ import yaml
 pytest.importorskip("rl_zoo3", reason="needs the zoo extras: pip install 'sb3_haepo[zoo]'")
 optuna = pytest.importorskip("optuna", reason="needs the zoo extras: pip install 'sb3_haepo[zoo]'")
 
-import sb3_haepo.zoo as haepo_zoo  # noqa: E402
 from postgres_server import postgres_server  # noqa: E402
+
+import sb3_haepo.zoo as haepo_zoo  # noqa: E402
 from sb3_haepo import HAEPO  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

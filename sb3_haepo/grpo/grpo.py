@@ -5,8 +5,8 @@ import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
-from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_haepo.common.buffers import select_steps
+from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_haepo.common.utils import grpo_loss, grpo_step_advantages
 from sb3_haepo.grpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
