@@ -107,6 +107,35 @@ def expected_gradient(model: HAEPO) -> dict[str, th.Tensor]:
     return gradient
 
 
+def first_update_gradients(model: HAEPO) -> tuple[dict[str, th.Tensor], list[dict[str, th.Tensor]], int]:
+    """
+    Learn until the first update; at its start compute :func:`expected_gradient`, then run it with every optimizer
+    step replaced by a capture of the gradient (so the parameters never move: every capture is at the start).
+
+    :return: autograd's gradient, the captured gradients (one per step the update would take), the group's N
+    """
+    expected: list[dict[str, th.Tensor]] = []
+    captured: list[dict[str, th.Tensor]] = []
+    n_steps: list[int] = []
+    train = model.train
+
+    def capture_gradient() -> float:
+        captured.append({name: p.grad.clone() for name, p in model.policy.named_parameters() if p.grad is not None})
+        return 0.0
+
+    def checked_train() -> None:
+        if not expected:
+            expected.append(expected_gradient(model))
+            n_steps.append(len(model.rollout_buffer.get().episode_index))
+            model._clip_and_step = capture_gradient  # type: ignore[method-assign]
+            train()
+
+    model.train = checked_train  # type: ignore[method-assign]
+    model.learn(700)
+    assert len(expected) == 1
+    return expected[0], captured, n_steps[0]
+
+
 @pytest.mark.parametrize(
     "env_id, kwargs",
     [
@@ -126,25 +155,10 @@ def test_update_gradient_equals_autograd(env_id, kwargs):
     model = HAEPO(
         "MlpPolicy", env_id, n_episodes=3, n_epochs=1, ent_coef=0.3, weight_ent_coef=0.05, ref_kl_coef=0.1, seed=0, **kwargs
     )
-    expected: list[dict[str, th.Tensor]] = []
-    captured: list[dict[str, th.Tensor]] = []
-    train = model.train
-
-    def capture_gradient() -> float:
-        captured.append({name: p.grad.clone() for name, p in model.policy.named_parameters() if p.grad is not None})
-        return 0.0
-
-    def checked_train() -> None:
-        if not expected:
-            expected.append(expected_gradient(model))
-            model._clip_and_step = capture_gradient  # type: ignore[method-assign]
-            train()
-
-    model.train = checked_train  # type: ignore[method-assign]
-    model.learn(700)
-    assert len(expected) == len(captured) == 1
-    assert expected[0].keys() == captured[0].keys()
-    for name, gradient in expected[0].items():
+    expected, captured, _ = first_update_gradients(model)
+    assert len(captured) == 1
+    assert expected.keys() == captured[0].keys()
+    for name, gradient in expected.items():
         assert th.allclose(captured[0][name], gradient, rtol=1e-4, atol=1e-6), name
 
 
@@ -157,28 +171,10 @@ def test_minibatch_gradients_add_up_to_the_exact_gradient():
     model = HAEPO(
         "MlpPolicy", "CartPole-v1", n_episodes=3, n_epochs=1, minibatch_size=16, clip_range=0.2, ent_coef=0.3, seed=0
     )
-    expected: list[dict[str, th.Tensor]] = []
-    captured: list[dict[str, th.Tensor]] = []
-    n_steps: list[int] = []
-    train = model.train
-
-    def capture_gradient() -> float:
-        captured.append({name: p.grad.clone() for name, p in model.policy.named_parameters() if p.grad is not None})
-        return 0.0
-
-    def checked_train() -> None:
-        if not expected:
-            expected.append(expected_gradient(model))
-            n_steps.append(len(model.rollout_buffer.get().episode_index))
-            model._clip_and_step = capture_gradient  # type: ignore[method-assign]
-            train()
-
-    model.train = checked_train  # type: ignore[method-assign]
-    model.learn(700)
-    n = n_steps[0]
+    expected, captured, n = first_update_gradients(model)
     sizes = [16] * (n // 16) + ([n % 16] if n % 16 else [])
     assert len(captured) == len(sizes) > 2
-    for name, gradient in expected[0].items():
+    for name, gradient in expected.items():
         total = sum(size / n * grads[name] for size, grads in zip(sizes, captured, strict=True))
         assert th.allclose(total, gradient, rtol=1e-4, atol=1e-6), name
 
