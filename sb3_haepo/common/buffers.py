@@ -265,9 +265,12 @@ class EpisodeBuffer:
         step_episode = lookup[ids - base]
         positions = np.flatnonzero(step_episode >= 0)
         step_episode = step_episode[positions]
-        # Stable sort: steps of one episode keep their time order
+        # Stable sort: steps of one episode keep their time order. Each array is replaced as soon as its sorted copy
+        # exists, so that at most three arrays of N integers are held at once
         order = np.argsort(step_episode, kind="stable")
-        return positions[order], step_episode[order]
+        positions = positions[order]
+        step_episode = step_episode[order]
+        return positions, step_episode
 
     def get(self, copy_observations: bool = True) -> EpisodeBatch:
         """

@@ -144,15 +144,17 @@ def discounted_reward_to_go(rewards: th.Tensor, episode_lengths: th.Tensor, gamm
         raise ValueError(f"The episode lengths sum to {int(episode_lengths.sum())} but there are {len(rewards)} rewards")
     if not 0.0 < gamma <= 1.0:
         raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
-    numpy_rewards = rewards.detach().cpu().numpy().astype(np.float64)
-    reward_to_go = np.empty_like(numpy_rewards)
+    numpy_rewards = rewards.detach().cpu().numpy()
+    # Written episode by episode, rounded to float32 as it is written: only one episode is ever held in float64
+    reward_to_go = np.empty(len(numpy_rewards), dtype=np.float32)
     start = 0
     for length in episode_lengths.cpu().numpy().tolist():
         end = start + int(length)
         # Reversed in time, G is a first-order recursion: y[n] = x[n] + gamma * y[n - 1]
-        reward_to_go[start:end] = lfilter([1.0], [1.0, -gamma], numpy_rewards[start:end][::-1])[::-1]
+        episode_rewards = numpy_rewards[start:end][::-1].astype(np.float64)
+        reward_to_go[start:end] = lfilter([1.0], [1.0, -gamma], episode_rewards)[::-1]
         start = end
-    return th.as_tensor(reward_to_go, dtype=th.float32, device=rewards.device)
+    return th.as_tensor(reward_to_go, device=rewards.device)
 
 
 def check_non_negative(name: str, value: float) -> None:
@@ -189,13 +191,23 @@ def reward_to_go_advantages(
     :return: ``A``, shape (N,), float32
     """
     check_non_negative("min_std", min_std)
-    reward_to_go = discounted_reward_to_go(rewards, episode_lengths, gamma).to(th.float64)
-    times = step_times(episode_lengths.to(rewards.device))
-    # b_t over the episodes that reach t (T,)
-    totals = th.zeros(int(times.max()) + 1, dtype=th.float64, device=rewards.device).index_add_(0, times, reward_to_go)
-    counts = th.bincount(times).to(th.float64)
-    deviations = reward_to_go - (totals / counts)[times]
-    return (deviations / (max(float(deviations.std(unbiased=False)), min_std) + eps)).to(th.float32)
+    # Episode by episode and in place, so that the only per-step arrays are G (float64) and the result: no step
+    # index or gathered baseline is formed (docs/METHOD.md section 2.2)
+    deviations = discounted_reward_to_go(rewards, episode_lengths, gamma).to(th.float64)
+    lengths = episode_lengths.cpu().tolist()
+    episodes = deviations.split(lengths)
+    # b_t over the episodes that reach t (max T,): their sum at t, divided by their number
+    totals = th.zeros(max(lengths), dtype=th.float64, device=rewards.device)
+    counts = th.zeros(max(lengths), dtype=th.float64, device=rewards.device)
+    for episode in episodes:
+        totals[: len(episode)] += episode
+        counts[: len(episode)] += 1.0
+    baseline = totals.div_(counts)
+    for episode in episodes:
+        # In place: the views share deviations' storage
+        episode.sub_(baseline[: len(episode)])
+    deviations.div_(max(float(deviations.std(unbiased=False)), min_std) + eps)
+    return deviations.to(th.float32)
 
 
 def normalize_returns(
