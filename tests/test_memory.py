@@ -4,6 +4,7 @@ through a whole group of 10^4-step episodes, the update reading the buffer's obs
 buffer's bytes per step, and the memory benchmark (``scripts/benchmark_memory.py``) on tiny episodes.
 """
 
+import subprocess
 import tracemalloc
 
 import numpy as np
@@ -316,3 +317,20 @@ def test_benchmark_command_in_fresh_processes(tmp_path):
     assert readme.read_text() == template.replace("stale\n", content)
     with pytest.raises(SystemExit):
         memory.main(["--publish", "--lengths", "30"])
+
+
+def test_memory_cases_run_with_a_fixed_mmap_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each case's process gets glibc's fixed mmap threshold (and the caller's environment); the LM benchmark's do not."""
+    calls: list[dict[str, str]] = []
+
+    def fake_run(command: list[str], env: dict[str, str], **kwargs: object) -> subprocess.CompletedProcess:
+        calls.append(env)
+        return subprocess.CompletedProcess(command, 0, stdout='noise\n{"answer": 42}\n', stderr="")
+
+    monkeypatch.setattr(memory.subprocess, "run", fake_run)
+    monkeypatch.setenv("SB3_HAEPO_TEST_MARKER", "kept")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert memory.run_in_subprocess("some.module", "--flag", {}, memory.FIXED_MMAP_THRESHOLD_ENV) == {"answer": 42}
+    assert memory.run_in_subprocess("some.module", "--flag", {}) == {"answer": 42}
+    assert calls[0]["MALLOC_MMAP_THRESHOLD_"] == "65536" and calls[0]["SB3_HAEPO_TEST_MARKER"] == "kept"
+    assert "MALLOC_MMAP_THRESHOLD_" not in calls[1] and calls[1]["SB3_HAEPO_TEST_MARKER"] == "kept"

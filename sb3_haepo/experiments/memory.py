@@ -24,8 +24,10 @@ not run (the report says so, with the projection). The modes:
 - ``default``: HAEPO's defaults (64-step minibatches on the clipped surrogate; pass 1 in chunks of the default
   ``batch_size=4096``).
 
-Steps 2 and 3 are repeated ``--repeats`` times in the process (the RSS of a process varies by a few MiB from run to
-run with how the C allocator lays out its heap), and the report gives the median.
+Steps 2 and 3 are repeated ``--repeats`` times in the process, and the report gives the median. Each case's process
+runs with glibc's mmap threshold fixed (:data:`FIXED_MMAP_THRESHOLD_ENV`): with its adaptive default, how the C
+allocator lays out its heap moved a case's update peak by up to 8 MiB from run to run; fixed, every large tensor is
+unmapped when freed and the RSS follows the memory the update holds.
 
 Every mode trains one epoch (``n_epochs=1``): the memory of an epoch does not depend on how many follow, and the
 time of an update is ``n_epochs`` times the time per epoch plus the reference policy's pass.
@@ -428,19 +430,30 @@ def measure_case(case: MemoryCase) -> MemoryResult:
     )
 
 
-def run_in_subprocess(module: str, flag: str, case: dict[str, Any]) -> dict[str, Any]:
+# glibc's malloc maps every allocation of at least this many bytes on its own and unmaps it when freed. Its default
+# threshold adapts (it rises to the size of the largest block freed so far), so that after the first large free the
+# update's tensors come from the heap, whose unused pages stay resident; the same case's update peak then varied by
+# up to 8 MiB between identical runs. With the threshold fixed, the RSS follows the memory the update holds, and
+# repeated runs agree to about 0.1 MiB. Only glibc reads this variable; elsewhere it has no effect.
+MMAP_THRESHOLD_BYTES = 65536
+FIXED_MMAP_THRESHOLD_ENV = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_BYTES)}
+
+
+def run_in_subprocess(
+    module: str, flag: str, case: dict[str, Any], extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """
     Run ``python -m module flag JSON(case)`` in a fresh Python process (with this process's ``sb3_haepo`` first on its
     path) and return the JSON object of the last line it prints. Shared by this benchmark and the language-model one.
 
+    :param extra_env: environment variables set for that process only (e.g. :data:`FIXED_MMAP_THRESHOLD_ENV`)
     :raises RuntimeError: if the process fails (with the end of its standard error)
     """
     package_root = str(Path(sb3_haepo.__file__).resolve().parents[1])
     python_path = os.pathsep.join(path for path in (package_root, os.environ.get("PYTHONPATH")) if path)
     command = [sys.executable, "-m", module, flag, json.dumps(case)]
-    completed = subprocess.run(
-        command, env={**os.environ, "PYTHONPATH": python_path}, capture_output=True, text=True, check=False
-    )
+    env = {**os.environ, **(extra_env or {}), "PYTHONPATH": python_path}
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise RuntimeError(f"The case {case} failed (exit status {completed.returncode}):\n{completed.stderr[-4000:]}")
     record: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -449,7 +462,9 @@ def run_in_subprocess(module: str, flag: str, case: dict[str, Any]) -> dict[str,
 
 def run_case_in_subprocess(case: MemoryCase) -> MemoryResult:
     """Measure ``case`` in a fresh Python process (with this process's ``sb3_haepo`` first on its path)."""
-    return MemoryResult.from_dict(run_in_subprocess("sb3_haepo.experiments.memory", "--case", asdict(case)))
+    return MemoryResult.from_dict(
+        run_in_subprocess("sb3_haepo.experiments.memory", "--case", asdict(case), FIXED_MMAP_THRESHOLD_ENV)
+    )
 
 
 def plan_cases(
@@ -586,11 +601,16 @@ def render_memory(
         "",
         "- **update peak**: the process's peak RSS during `train()` minus its RSS just before it (which holds the "
         "buffer, the policy and torch). The peak is reset just before `train()` (`/proc/self/clear_refs`) and read "
-        "with `getrusage(RUSAGE_SELF).ru_maxrss`.",
+        "with `getrusage(RUSAGE_SELF).ru_maxrss`. Each case's process runs with glibc's mmap threshold fixed at "
+        f"{MMAP_THRESHOLD_BYTES // 1024} KiB (`MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD_BYTES}`), so that every "
+        "large tensor is unmapped when freed and the RSS follows the memory the update holds; with glibc's adaptive "
+        "default, freed heap pages stay resident and the same case varied by up to 8 MiB from run to run.",
         "- **absolute peak**: the process's peak RSS during `train()`, everything included.",
         "- **buffer**: the bytes of the N steps the buffer holds (`EpisodeBuffer.bytes_per_step` times N; its arrays "
         "are allocated by doubling, up to twice that).",
-        "- **s / train()**: wall-clock seconds of `train()` with `n_epochs=1` (the reference policy's pass, one epoch).",
+        "- **s / train()**: wall-clock seconds of `train()` with `n_epochs=1` (the reference policy's pass, one "
+        "epoch), under the fixed mmap threshold, which maps every large tensor afresh: slower than a process with "
+        "glibc's default (the CNN at T = 100,000 took about twice as long), and dependent on the machine's load.",
     ]
     if cuda:
         lines.append(
