@@ -19,9 +19,19 @@ def main() -> None:
     parser.add_argument(
         "--reference", default="haepo", help="label whose probability of improvement over every other label is reported"
     )
+    parser.add_argument(
+        "--success-return",
+        type=float,
+        default=None,
+        metavar="VALUE",
+        help="where the env reports no is_success (e.g. MiniGrid), count a training episode as a success when its "
+        "return is above VALUE (MiniGrid: 0)",
+    )
     args = parser.parse_args()
     thresholds: dict[str, float | None] = {env_id: float(value) for env_id, value in args.threshold}
-    path = write_report(args.log_dir, args.out_dir or f"{args.log_dir}/report", thresholds, args.reference)
+    path = write_report(
+        args.log_dir, args.out_dir or f"{args.log_dir}/report", thresholds, args.reference, args.success_return
+    )
     print(path.read_text())
 
 

@@ -91,6 +91,35 @@ def test_report(grid_logs, tmp_path):
     assert (tmp_path / "sb3_haepo-Bandit10-v0_train_regret.png").stat().st_size > 1000
 
 
+def test_report_derives_success_from_the_return(grid_logs, tmp_path):
+    """For envs that report no is_success (MiniGrid), --success-return counts an episode above it as a success."""
+    import shutil
+
+    log_dir, _, _ = grid_logs
+    copy = tmp_path / "logs"
+    shutil.copytree(log_dir, copy)
+    for path in copy.glob("*/*/*.monitor.csv"):
+        header = path.read_text().splitlines()[0]
+        monitor = pd.read_csv(path, skiprows=1).drop(columns=["is_success"])
+        path.write_text(header + "\n" + monitor.to_csv(index=False))
+    runs = load_runs(copy)
+    assert all("is_success" not in run.monitor for run in runs)
+    assert "train success (last 100 ep.)" not in summary_table(runs).columns
+    runs = load_runs(copy, success_return=0.5)
+    for run in runs:
+        np.testing.assert_array_equal(run.monitor["is_success"].to_numpy(), run.monitor["r"].to_numpy() > 0.5)
+    table = summary_table(runs)
+    expected = np.mean([(run.monitor["r"].to_numpy()[-100:] > 0.5).mean() for run in runs if run.algo == "haepo"])
+    assert table.loc[table["algo"] == "haepo", "train success (last 100 ep.)"].item() == f"{expected:.2f}"
+    # A column the env reports is never replaced
+    for plain, derived in zip(load_runs(log_dir), load_runs(log_dir, success_return=1e9), strict=True):
+        assert plain.monitor["is_success"].any()
+        pd.testing.assert_series_equal(plain.monitor["is_success"], derived.monitor["is_success"])
+    text = write_report(copy, tmp_path / "report", success_return=0.5).read_text()
+    assert "an episode whose return is above 0.5" in text
+    assert (tmp_path / "report" / "sb3_haepo-Bandit10-v0_train_is_success.png").stat().st_size > 1000
+
+
 def test_rl_zoo_all_plots_reads_the_logs(grid_logs, tmp_path):
     log_dir, _, _ = grid_logs
     output = tmp_path / "zoo_results"

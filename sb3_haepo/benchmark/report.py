@@ -26,9 +26,12 @@ class Run(NamedTuple):
     monitor: pd.DataFrame  # training episodes: r, l, t and the env's info keys
 
 
-def load_runs(log_dir: str | Path) -> list[Run]:
+def load_runs(log_dir: str | Path, success_return: float | None = None) -> list[Run]:
     """
     :param log_dir: root of the logs written by :func:`~sb3_haepo.benchmark.runner.run_grid`
+    :param success_return: for runs whose training monitor has no ``is_success`` column (envs that do not report
+        one, e.g. MiniGrid), derive it: an episode succeeded when its return is above this value (MiniGrid: 0,
+        since it rewards only success). None: no column is derived
     :return: every complete run under it (incomplete ones are ignored)
     """
     runs = []
@@ -38,6 +41,8 @@ def load_runs(log_dir: str | Path) -> list[Run]:
         evaluations = np.load(run_dir / "evaluations.npz")
         monitors = [pd.read_csv(path, skiprows=1) for path in sorted(run_dir.glob("*.monitor.csv"))]
         monitor = pd.concat(monitors).sort_values("t") if monitors else pd.DataFrame()
+        if success_return is not None and "r" in monitor and "is_success" not in monitor:
+            monitor["is_success"] = monitor["r"] > success_return
         n_evals = len(evaluations["timesteps"])
         runs.append(
             Run(
@@ -316,21 +321,27 @@ def write_report(
     out_dir: str | Path,
     thresholds: dict[str, float | None] | None = None,
     reference: str = "haepo",
+    success_return: float | None = None,
 ) -> Path:
     """
     Regenerate the report from the logs: ``{out_dir}/{env}_curves.png`` (against env steps) and
     ``{out_dir}/{env}_curves_walltime.png`` (against training wall-clock) per env, and ``{out_dir}/report.md``.
 
     :param reference: the label whose probability of improvement over each other label is reported
+    :param success_return: see :func:`load_runs`: training success derived from the return where the env reports none
 
     :return: the path of ``report.md``
     """
-    runs = load_runs(log_dir)
+    runs = load_runs(log_dir, success_return)
     if not runs:
         raise ValueError(f"No complete run under {log_dir!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Benchmark report\n\nRegenerated from the logs in `{log_dir}` ({len(runs)} complete runs).\n"]
+    if success_return is not None:
+        lines.append(
+            f"Training success, where the env reports none: an episode whose return is above {success_return:g}.\n"
+        )
     lines.append("Final return: mean evaluation return (deterministic actions) at the last evaluation.\n")
     table = summary_table(runs, thresholds)
     lines.append(to_markdown(table))
