@@ -339,9 +339,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Benchmark report\n\nRegenerated from the logs in `{log_dir}` ({len(runs)} complete runs).\n"]
     if success_return is not None:
-        lines.append(
-            f"Training success, where the env reports none: an episode whose return is above {success_return:g}.\n"
-        )
+        lines.append(f"Training success, where the env reports none: an episode whose return is above {success_return:g}.\n")
     lines.append("Final return: mean evaluation return (deterministic actions) at the last evaluation.\n")
     table = summary_table(runs, thresholds)
     lines.append(to_markdown(table))

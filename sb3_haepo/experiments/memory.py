@@ -439,9 +439,7 @@ MMAP_THRESHOLD_BYTES = 65536
 FIXED_MMAP_THRESHOLD_ENV = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_BYTES)}
 
 
-def run_in_subprocess(
-    module: str, flag: str, case: dict[str, Any], extra_env: dict[str, str] | None = None
-) -> dict[str, Any]:
+def run_in_subprocess(module: str, flag: str, case: dict[str, Any], extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """
     Run ``python -m module flag JSON(case)`` in a fresh Python process (with this process's ``sb3_haepo`` first on its
     path) and return the JSON object of the last line it prints. Shared by this benchmark and the language-model one.
