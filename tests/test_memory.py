@@ -320,17 +320,33 @@ def test_benchmark_command_in_fresh_processes(tmp_path):
 
 
 def test_memory_cases_run_with_a_fixed_mmap_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each case's process gets glibc's fixed mmap threshold (and the caller's environment); the LM benchmark's do not."""
+    """
+    Each case of this benchmark runs in a process with glibc's fixed mmap threshold (and the caller's environment);
+    the LM benchmark's cases, which share ``run_in_subprocess``, do not.
+    """
     calls: list[dict[str, str]] = []
+
+    class Stop(Exception):
+        pass
 
     def fake_run(command: list[str], env: dict[str, str], **kwargs: object) -> subprocess.CompletedProcess:
         calls.append(env)
-        return subprocess.CompletedProcess(command, 0, stdout='noise\n{"answer": 42}\n', stderr="")
+        if len(calls) == 1:
+            return subprocess.CompletedProcess(command, 0, stdout='noise\n{"answer": 42}\n', stderr="")
+        raise Stop
 
     monkeypatch.setattr(memory.subprocess, "run", fake_run)
     monkeypatch.setenv("SB3_HAEPO_TEST_MARKER", "kept")
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-    assert memory.run_in_subprocess("some.module", "--flag", {}, memory.FIXED_MMAP_THRESHOLD_ENV) == {"answer": 42}
+    # The last line of the process's output is its record
     assert memory.run_in_subprocess("some.module", "--flag", {}) == {"answer": 42}
-    assert calls[0]["MALLOC_MMAP_THRESHOLD_"] == "65536" and calls[0]["SB3_HAEPO_TEST_MARKER"] == "kept"
-    assert "MALLOC_MMAP_THRESHOLD_" not in calls[1] and calls[1]["SB3_HAEPO_TEST_MARKER"] == "kept"
+    with pytest.raises(Stop):
+        memory.run_case_in_subprocess(memory.MemoryCase(policy="mlp", length=10, mode="two-pass"))
+    from sb3_haepo.experiments import lm
+
+    with pytest.raises(Stop):
+        lm.run_lm_memory(lengths=(16,), methods=("HAEPO",), verbose=False)
+    plain, memory_case, lm_case = calls
+    assert "MALLOC_MMAP_THRESHOLD_" not in plain and plain["SB3_HAEPO_TEST_MARKER"] == "kept"
+    assert memory_case["MALLOC_MMAP_THRESHOLD_"] == "65536" and memory_case["SB3_HAEPO_TEST_MARKER"] == "kept"
+    assert "MALLOC_MMAP_THRESHOLD_" not in lm_case and lm_case["SB3_HAEPO_TEST_MARKER"] == "kept"

@@ -87,6 +87,28 @@ def test_advantages_have_zero_mean_at_every_time():
     assert abs(float(advantages.std(unbiased=False)) - 1.0) < 1e-5
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 7, 16384])
+def test_advantages_do_not_depend_on_the_chunk(monkeypatch, chunk):
+    """The step times are formed chunk by chunk (memory); any chunk size gives the same values, bitwise, as the whole
+    group at once, with the baseline written out per time (empty episodes included)."""
+    import sb3_haepo.common.utils as utils
+
+    gen = th.Generator().manual_seed(3)
+    lengths = th.tensor([5, 0, 9, 2, 9, 1, 0])
+    rewards = th.randn(int(lengths.sum()), generator=gen)
+    monkeypatch.setattr(utils, "ADVANTAGE_CHUNK_STEPS", chunk)
+    advantages = reward_to_go_advantages(rewards, lengths, 0.9)
+    reward_to_go = discounted_reward_to_go(rewards, lengths, 0.9).double()
+    times = step_times(lengths)
+    assert th.equal(utils._chunk_step_times(th.cumsum(lengths, 0), lengths, 4, 20), times[4:20])
+    baseline = th.stack([reward_to_go[times == t].mean() for t in range(9)])
+    deviations = reward_to_go - baseline[times]
+    expected = (deviations / (float(deviations.std(unbiased=False)) + 1e-8)).float()
+    assert th.allclose(advantages, expected, atol=1e-6)
+    monkeypatch.setattr(utils, "ADVANTAGE_CHUNK_STEPS", 10**6)
+    assert th.equal(advantages, reward_to_go_advantages(rewards, lengths, 0.9))
+
+
 def random_group(seed: int) -> tuple[th.Tensor, ...]:
     gen = th.Generator().manual_seed(seed)
     lengths = th.tensor([2, 9, 4, 5])

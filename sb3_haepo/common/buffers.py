@@ -265,11 +265,13 @@ class EpisodeBuffer:
         step_episode = lookup[ids - base]
         positions = np.flatnonzero(step_episode >= 0)
         step_episode = step_episode[positions]
-        # Stable sort: steps of one episode keep their time order. Each array is replaced as soon as its sorted copy
-        # exists, so that at most three arrays of N integers are held at once
+        # Stable sort: steps of one episode keep their time order. The positions are replaced as soon as their sorted
+        # copy exists, and the episode indices are sorted in place (the same values as step_episode[order]), so that
+        # at most four arrays of N integers are held at once
         order = np.argsort(step_episode, kind="stable")
         positions = positions[order]
-        step_episode = step_episode[order]
+        del order
+        step_episode.sort()
         return positions, step_episode
 
     def get(self, copy_observations: bool = True) -> EpisodeBatch:

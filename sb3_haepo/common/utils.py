@@ -164,6 +164,23 @@ def check_non_negative(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
+# Steps per chunk of reward_to_go_advantages' index arrays (int64): 16,384 steps, 128 KiB per array
+ADVANTAGE_CHUNK_STEPS = 16384
+
+
+def _chunk_step_times(episode_ends: th.Tensor, episode_lengths: th.Tensor, start: int, stop: int) -> th.Tensor:
+    """
+    :param episode_ends: ``cumsum(T_k)``, shape (M,), int64
+    :param episode_lengths: ``T_k``, shape (M,), int64
+    :return: the time within its episode of each step ``start .. stop - 1`` of a group ordered episode by episode
+        (the chunk ``[start, stop)`` of :func:`step_times`), int64
+    """
+    positions = th.arange(start, stop, device=episode_ends.device)
+    # The episode of a step is the number of episodes that end at or before it (empty episodes are skipped)
+    episode = th.searchsorted(episode_ends, positions, right=True)
+    return positions - (episode_ends - episode_lengths)[episode]
+
+
 def reward_to_go_advantages(
     rewards: th.Tensor, episode_lengths: th.Tensor, gamma: float, eps: float = 1e-8, min_std: float = 0.0
 ) -> th.Tensor:
@@ -191,21 +208,25 @@ def reward_to_go_advantages(
     :return: ``A``, shape (N,), float32
     """
     check_non_negative("min_std", min_std)
-    # Episode by episode and in place, so that the only per-step arrays are G (float64) and the result: no step
-    # index or gathered baseline is formed (docs/METHOD.md section 2.2)
+    # In place, and in chunks of steps: besides G (float64) and the result, only a chunk's step times and gathered
+    # baseline are ever formed, whatever the number or length of the episodes (docs/METHOD.md section 2.2)
     deviations = discounted_reward_to_go(rewards, episode_lengths, gamma).to(th.float64)
-    lengths = episode_lengths.cpu().tolist()
-    episodes = deviations.split(lengths)
-    # b_t over the episodes that reach t (max T,): their sum at t, divided by their number
-    totals = th.zeros(max(lengths), dtype=th.float64, device=rewards.device)
-    counts = th.zeros(max(lengths), dtype=th.float64, device=rewards.device)
-    for episode in episodes:
-        totals[: len(episode)] += episode
-        counts[: len(episode)] += 1.0
+    lengths = episode_lengths.to(device=deviations.device, dtype=th.int64)
+    max_length = int(lengths.max())
+    # The number of episodes that reach t, sum_{L > t} #{k: T_k = L}, for t = 0 .. max T - 1
+    counts = th.bincount(lengths, minlength=max_length + 1).flip(0).cumsum(0).flip(0)[1:].to(th.float64)
+    ends = th.cumsum(lengths, 0)
+    chunks = [
+        (start, min(start + ADVANTAGE_CHUNK_STEPS, len(deviations)))
+        for start in range(0, len(deviations), ADVANTAGE_CHUNK_STEPS)
+    ]
+    # b_t over the episodes that reach t (max T,): their sum at t, in step order, divided by their number
+    totals = th.zeros(max_length, dtype=th.float64, device=deviations.device)
+    for start, stop in chunks:
+        totals.index_add_(0, _chunk_step_times(ends, lengths, start, stop), deviations[start:stop])
     baseline = totals.div_(counts)
-    for episode in episodes:
-        # In place: the views share deviations' storage
-        episode.sub_(baseline[: len(episode)])
+    for start, stop in chunks:
+        deviations[start:stop].sub_(baseline[_chunk_step_times(ends, lengths, start, stop)])
     deviations.div_(max(float(deviations.std(unbiased=False)), min_std) + eps)
     return deviations.to(th.float32)
 

@@ -26,7 +26,7 @@ not run (the report says so, with the projection). The modes:
 
 Steps 2 and 3 are repeated ``--repeats`` times in the process, and the report gives the median. Each case's process
 runs with glibc's mmap threshold fixed (:data:`FIXED_MMAP_THRESHOLD_ENV`): with its adaptive default, how the C
-allocator lays out its heap moved a case's update peak by up to 8 MiB from run to run; fixed, every large tensor is
+allocator lays out its heap moved a case's update peak by as much as 6 MiB from run to run; fixed, every large tensor is
 unmapped when freed and the RSS follows the memory the update holds.
 
 Every mode trains one epoch (``n_epochs=1``): the memory of an epoch does not depend on how many follow, and the
@@ -433,7 +433,7 @@ def measure_case(case: MemoryCase) -> MemoryResult:
 # glibc's malloc maps every allocation of at least this many bytes on its own and unmaps it when freed. Its default
 # threshold adapts (it rises to the size of the largest block freed so far), so that after the first large free the
 # update's tensors come from the heap, whose unused pages stay resident; the same case's update peak then varied by
-# up to 8 MiB between identical runs. With the threshold fixed, the RSS follows the memory the update holds, and
+# as much as 6 MiB between identical runs (the CNN at T = 100,000: 47 and 53 MiB). With the threshold fixed, the RSS follows the memory the update holds, and
 # repeated runs agree to about 0.1 MiB. Only glibc reads this variable; elsewhere it has no effect.
 MMAP_THRESHOLD_BYTES = 65536
 FIXED_MMAP_THRESHOLD_ENV = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_BYTES)}
@@ -602,7 +602,7 @@ def render_memory(
         "with `getrusage(RUSAGE_SELF).ru_maxrss`. Each case's process runs with glibc's mmap threshold fixed at "
         f"{MMAP_THRESHOLD_BYTES // 1024} KiB (`MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD_BYTES}`), so that every "
         "large tensor is unmapped when freed and the RSS follows the memory the update holds; with glibc's adaptive "
-        "default, freed heap pages stay resident and the same case varied by up to 8 MiB from run to run.",
+        "default, freed heap pages stay resident and the same case varied by as much as 6 MiB from run to run.",
         "- **absolute peak**: the process's peak RSS during `train()`, everything included.",
         "- **buffer**: the bytes of the N steps the buffer holds (`EpisodeBuffer.bytes_per_step` times N; its arrays "
         "are allocated by doubling, up to twice that).",
