@@ -433,8 +433,9 @@ def measure_case(case: MemoryCase) -> MemoryResult:
 # glibc's malloc maps every allocation of at least this many bytes on its own and unmaps it when freed. Its default
 # threshold adapts (it rises to the size of the largest block freed so far), so that after the first large free the
 # update's tensors come from the heap, whose unused pages stay resident; the same case's update peak then varied by
-# as much as 6 MiB between identical runs (the CNN at T = 100,000: 47 and 53 MiB). With the threshold fixed, the RSS follows the memory the update holds, and
-# repeated runs agree to about 0.1 MiB. Only glibc reads this variable; elsewhere it has no effect.
+# as much as 6 MiB between identical runs (the CNN at T = 100,000: 47 and 53 MiB). With the threshold fixed, the RSS
+# follows the memory the update holds, and repeated runs agree to about 0.1 MiB. Only glibc reads this variable;
+# elsewhere it has no effect.
 MMAP_THRESHOLD_BYTES = 65536
 FIXED_MMAP_THRESHOLD_ENV = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_BYTES)}
 
