@@ -100,7 +100,8 @@ def test_advantages_do_not_depend_on_the_chunk(monkeypatch, chunk):
     advantages = reward_to_go_advantages(rewards, lengths, 0.9)
     reward_to_go = discounted_reward_to_go(rewards, lengths, 0.9).double()
     times = step_times(lengths)
-    assert th.equal(utils._chunk_step_times(th.cumsum(lengths, 0), lengths, 4, 20), times[4:20])
+    assert th.equal(step_times(lengths, 4, 20), times[4:20])
+    assert th.equal(times, th.tensor([t for length in lengths.tolist() for t in range(length)]))
     baseline = th.stack([reward_to_go[times == t].mean() for t in range(9)])
     deviations = reward_to_go - baseline[times]
     expected = (deviations / (float(deviations.std(unbiased=False)) + 1e-8)).float()

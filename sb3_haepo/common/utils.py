@@ -107,17 +107,23 @@ def score_step_scale(
     return th.ones(len(episode_index), dtype=dtype, device=episode_index.device)
 
 
-def step_times(episode_lengths: th.Tensor) -> th.Tensor:
+def step_times(episode_lengths: th.Tensor, start: int = 0, stop: int | None = None) -> th.Tensor:
     """
     The time ``t`` of each step within its episode, for steps ordered episode by episode, each in time order.
 
     :param episode_lengths: ``T_k``, shape (M,)
-    :return: ``(0, 1, ..., T_0 - 1, 0, 1, ..., T_1 - 1, ...)``, shape (N,) with ``N = sum_k T_k``, int64
+    :param start: the first step wanted (0: from the group's first step)
+    :param stop: one past the last step wanted (None: ``N = sum_k T_k``), so that a long group's times can be formed
+        a chunk of steps at a time
+    :return: ``(0, 1, ..., T_0 - 1, 0, 1, ..., T_1 - 1, ...)[start:stop]``, int64
     """
     lengths = episode_lengths.to(th.int64)
-    starts = th.cumsum(lengths, 0) - lengths
-    # (N,): global step number minus the first step number of the step's episode
-    return th.arange(int(lengths.sum()), device=lengths.device) - th.repeat_interleave(starts, lengths)
+    ends = th.cumsum(lengths, 0)
+    positions = th.arange(start, int(lengths.sum()) if stop is None else stop, device=lengths.device)
+    # The episode of a step is the number of episodes that end at or before it (empty episodes are skipped); its time
+    # is its step number minus the first step number of its episode
+    episode = th.searchsorted(ends, positions, right=True)
+    return positions - (ends - lengths)[episode]
 
 
 def discounted_reward_to_go(rewards: th.Tensor, episode_lengths: th.Tensor, gamma: float) -> th.Tensor:
@@ -168,19 +174,6 @@ def check_non_negative(name: str, value: float) -> None:
 ADVANTAGE_CHUNK_STEPS = 16384
 
 
-def _chunk_step_times(episode_ends: th.Tensor, episode_lengths: th.Tensor, start: int, stop: int) -> th.Tensor:
-    """
-    :param episode_ends: ``cumsum(T_k)``, shape (M,), int64
-    :param episode_lengths: ``T_k``, shape (M,), int64
-    :return: the time within its episode of each step ``start .. stop - 1`` of a group ordered episode by episode
-        (the chunk ``[start, stop)`` of :func:`step_times`), int64
-    """
-    positions = th.arange(start, stop, device=episode_ends.device)
-    # The episode of a step is the number of episodes that end at or before it (empty episodes are skipped)
-    episode = th.searchsorted(episode_ends, positions, right=True)
-    return positions - (episode_ends - episode_lengths)[episode]
-
-
 def reward_to_go_advantages(
     rewards: th.Tensor, episode_lengths: th.Tensor, gamma: float, eps: float = 1e-8, min_std: float = 0.0
 ) -> th.Tensor:
@@ -215,7 +208,6 @@ def reward_to_go_advantages(
     max_length = int(lengths.max())
     # The number of episodes that reach t, sum_{L > t} #{k: T_k = L}, for t = 0 .. max T - 1
     counts = th.bincount(lengths, minlength=max_length + 1).flip(0).cumsum(0).flip(0)[1:].to(th.float64)
-    ends = th.cumsum(lengths, 0)
     chunks = [
         (start, min(start + ADVANTAGE_CHUNK_STEPS, len(deviations)))
         for start in range(0, len(deviations), ADVANTAGE_CHUNK_STEPS)
@@ -223,10 +215,10 @@ def reward_to_go_advantages(
     # b_t over the episodes that reach t (max T,): their sum at t, in step order, divided by their number
     totals = th.zeros(max_length, dtype=th.float64, device=deviations.device)
     for start, stop in chunks:
-        totals.index_add_(0, _chunk_step_times(ends, lengths, start, stop), deviations[start:stop])
+        totals.index_add_(0, step_times(lengths, start, stop), deviations[start:stop])
     baseline = totals.div_(counts)
     for start, stop in chunks:
-        deviations[start:stop].sub_(baseline[_chunk_step_times(ends, lengths, start, stop)])
+        deviations[start:stop].sub_(baseline[step_times(lengths, start, stop)])
     deviations.div_(max(float(deviations.std(unbiased=False)), min_std) + eps)
     return deviations.to(th.float32)
 
