@@ -443,6 +443,29 @@ def test_yml_entry_builds_model(env_id: str, algo: str, tmp_path: Path) -> None:
     env.close()
 
 
+def test_yml_cartpole_entry_is_the_defaults_with_a_decaying_rate(tmp_path: Path) -> None:
+    """
+    haepo.yml's CartPole entry (docs/LEARNING.md entry 16) reaches the model as documented: 8 envs, 4 episodes per
+    group, a learning rate decaying linearly from 3e-3 to 0, and HAEPO's defaults for everything else.
+    """
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    haepo_zoo.register()
+    manager = ExperimentManager(
+        argparse.Namespace(), "haepo", "CartPole-v1", str(tmp_path), config=str(PACKAGE_HYPERPARAMS / "haepo.yml")
+    )
+    result = manager.setup_experiment()
+    assert result is not None
+    model, _ = result
+    defaults = HAEPO("MlpPolicy", "CartPole-v1", device="cpu")
+    assert (model.n_envs, model.n_episodes) == (8, 4)
+    assert model.lr_schedule(1.0) == pytest.approx(0.003)
+    assert model.lr_schedule(0.25) == pytest.approx(0.00075)
+    for name in ("credit", "n_epochs", "minibatch_size", "gamma", "trajectory_score", "weight_ent_coef", "ref_kl_coef"):
+        assert getattr(model, name) == getattr(defaults, name), name
+    model.get_env().close()
+
+
 def test_yml_adaptive_coefficients_and_frozen_reference(tmp_path: Path) -> None:
     """A yml entry can ask for adaptive beta and lam and a frozen reference (``null``): the zoo passes them through."""
     from rl_zoo3.exp_manager import ExperimentManager
