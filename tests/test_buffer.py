@@ -8,13 +8,23 @@ from itertools import cycle
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import StopTrainingOnMaxEpisodes
 from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_haepo import HAEPO, EpisodeBuffer
+from sb3_haepo.common import buffers
+from sb3_haepo.common.buffers import GroupView
 from sb3_haepo.common.type_aliases import EpisodeBatch
+
+
+@pytest.fixture(autouse=True, params=[2, buffers.PAGE_ROWS], ids=["pages-of-2", "default-pages"])
+def page_rows(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Every test of this file runs with the default pages and with pages of 2 rows, which every episode spans."""
+    monkeypatch.setattr(buffers, "PAGE_ROWS", request.param)
+    return request.param
 
 
 class CountingEnv(gym.Env):
@@ -237,3 +247,61 @@ def test_stop_mid_rollout_keeps_collected_steps():
     np.testing.assert_array_equal(batch.observations[:, 1], np.repeat([0, 1, 2, 3], 3))  # type: ignore[index]
     np.testing.assert_array_equal(batch.observations[:, 2], np.tile([0, 1, 2], 4))  # type: ignore[index]
     assert model.num_timesteps == 12
+
+
+@pytest.mark.parametrize("chunk_steps", [1, 4, 9, 1000])
+def test_group_view_reads_the_group_in_place(chunk_steps):
+    """
+    GroupView's chunks, of any size, run across episodes and envs in get()'s step order: the same observations,
+    actions, rewards and episode indices, read from the buffer's rows (also after pop_completed moved the episodes
+    in progress to the front of their envs' rows); a slot written chunk by chunk reads back in step order.
+    """
+    buffer = EpisodeBuffer(spaces.Box(0.0, 1e6, (2,), np.float32), spaces.Box(-1, 1, (2,)), n_envs=3, initial_capacity=3)
+    step = 0
+    ends = {2: [True, False, False], 4: [True, True, False], 5: [False, False, True], 9: [True, False, True]}
+    for t in range(12):
+        if t == 7:
+            assert buffer.pop_completed() > 0
+        rows = np.arange(step, step + 3, dtype=np.float32)
+        buffer.add(np.stack([rows, -rows], 1), np.stack([rows, rows], 1), rows, -rows)
+        step += 3
+        if t in ends:
+            buffer.end_episodes(np.array(ends[t]))
+    batch = buffer.get()
+    view = GroupView(buffer)
+    assert view.n_steps == len(batch.episode_index) and th.equal(view.lengths, batch.lengths)
+    assert th.equal(view.returns, batch.returns)
+    chunks = list(view.chunks(chunk_steps))
+    assert [c.steps.start for c in chunks] == list(range(0, view.n_steps, chunk_steps))
+    np.testing.assert_array_equal(np.concatenate([view.observations(c) for c in chunks]), batch.observations)
+    th.testing.assert_close(th.cat([view.tensor(buffer.actions, c) for c in chunks]), batch.actions)
+    th.testing.assert_close(th.cat([view.tensor(buffer.rewards, c) for c in chunks]), batch.rewards)
+    th.testing.assert_close(th.cat([c.episode_index for c in chunks]), batch.episode_index)
+    slot = view.slot("kl_terms")
+    for chunk in chunks:
+        slot[chunk.steps] = view.tensor(buffer.rewards, chunk)
+    th.testing.assert_close(view.slot("kl_terms"), batch.rewards)
+    with pytest.raises(ValueError, match=r"Unknown update slot 'returns', allowed: \('advantages', 'start_log_probs'"):
+        view.slot("returns")
+
+
+def test_memory_follows_the_steps_held_when_one_env_runs_long(page_rows):
+    """
+    Env 0 runs one 3,000-step episode while the 7 others end one every 5 steps, and a group is taken every 20
+    episodes: the pages allocated stay within twice the most steps held at once, plus two pages per env (envs that
+    each kept a row as long as the longest env would need 8 times the long episode).
+    """
+    buffer = EpisodeBuffer(spaces.Box(-1, 1, (4,)), spaces.Discrete(2), n_envs=8, initial_capacity=1)
+    most_held = 0
+    for t in range(3000):
+        buffer.add(np.zeros((8, 4)), np.zeros(8), np.ones(8), np.zeros(8))
+        most_held = max(most_held, buffer.size)
+        ended = np.array([t == 2999] + [(t + 1) % 5 == 0] * 7)
+        if ended.any():
+            buffer.end_episodes(ended)
+        if buffer.n_completed >= 20 and t < 2999:
+            n_held = buffer.size
+            assert buffer.pop_completed() == n_held - buffer.n_in_progress_steps
+    assert buffer.n_in_progress_steps == 0 and 3000 in buffer.get().lengths.tolist()
+    assert most_held < 3000 + 7 * 40
+    assert buffer.capacity <= 2 * (most_held + 2 * 8 * page_rows), (buffer.capacity, most_held)

@@ -141,23 +141,26 @@ def test_two_pass_gradient_equals_one_pass_autograd_on_long_episodes(credit, sco
 
 
 def test_buffer_bytes_per_step_uint8_images():
-    buffer = EpisodeBuffer(spaces.Box(0, 255, (3, 16, 16), np.uint8), spaces.Discrete(4), n_envs=2, initial_capacity=8)
-    # The image in its own dtype, the action as one float32, reward and log-probability float32, episode id int64
-    assert buffer.bytes_per_step == 3 * 16 * 16 * 1 + 4 + 4 + 4 + 8 == 788
+    buffer = EpisodeBuffer(
+        spaces.Box(0, 255, (3, 16, 16), np.uint8), spaces.Discrete(4), n_envs=2, initial_capacity=8, page_rows=4
+    )
+    # The image in its own dtype, the action as one float32, reward and log-probability float32, and the update's three
+    # float32 slots (advantage, log-probability at the update's start, KL term); nothing says which episode a step is in
+    assert buffer.bytes_per_step == 3 * 16 * 16 * 1 + 4 + 4 + 4 + 3 * 4 == 792
     assert buffer.observations.dtype == np.uint8  # type: ignore[union-attr]
     for _ in range(5):
         buffer.add(np.full((2, 3, 16, 16), 7, np.uint8), np.zeros(2), np.ones(2), np.zeros(2))
     assert buffer.size == 10 and buffer.capacity == 16
-    assert buffer.nbytes == 788 * 16
+    assert buffer.nbytes == 792 * 16
     # Dict observations: each key in its own dtype
     dict_buffer = EpisodeBuffer(
         spaces.Dict({"img": spaces.Box(0, 255, (2, 4, 4), np.uint8), "vec": spaces.Box(-1, 1, (3,), np.float64)}),
         spaces.Box(-1, 1, (2,), np.float32),
     )
-    assert dict_buffer.bytes_per_step == 2 * 4 * 4 + 3 * 8 + 2 * 4 + 4 + 4 + 8
+    assert dict_buffer.bytes_per_step == 2 * 4 * 4 + 3 * 8 + 2 * 4 + 4 + 4 + 3 * 4
     # Benchmark's figure: the same property
     model = memory.make_model(memory.MemoryCase("cnn", 5, "two-pass"))
-    assert model.rollout_buffer.bytes_per_step == 788
+    assert model.rollout_buffer.bytes_per_step == 792
 
 
 def test_batch_refers_to_buffer_observations():
@@ -224,7 +227,7 @@ def test_measure_case_fields():
         for mode in memory.MODES:
             result = memory.measure_case(memory.MemoryCase(policy, 20, mode, n_episodes=2, batch_size=8, repeats=2))
             assert result.case.n_steps == 40 and len(result.measurements) == 2
-            assert result.buffer_bytes_per_step == (788 if policy == "cnn" else 8 * 4 + 2 * 4 + 4 + 4 + 8)
+            assert result.buffer_bytes_per_step == (792 if policy == "cnn" else 8 * 4 + 2 * 4 + 4 + 4 + 3 * 4)
             assert result.buffer_held_bytes == 40 * result.buffer_bytes_per_step
             assert result.buffer_allocated_bytes >= result.buffer_held_bytes
             assert result.observation_dtype == ("uint8" if policy == "cnn" else "float32")
@@ -246,7 +249,7 @@ def test_measure_case_fields():
     assert "| cnn | 20 | 40 | default (minibatch 64, chunks of 4096) | " in report
     assert "| cnn | 20 | 40 | one-pass | " in report
     # One length: no growth per step, no target line
-    assert "| cnn | - | - | - | 788 (uint8 observations) |" in report
+    assert "| cnn | - | - | - | 792 (uint8 observations) |" in report
     assert "target" not in report
 
 
@@ -348,5 +351,125 @@ def test_memory_cases_run_with_a_fixed_mmap_threshold(monkeypatch: pytest.Monkey
         lm.run_lm_memory(lengths=(16,), methods=("HAEPO",), verbose=False)
     plain, memory_case, lm_case = calls
     assert "MALLOC_MMAP_THRESHOLD_" not in plain and plain["SB3_HAEPO_TEST_MARKER"] == "kept"
-    assert memory_case["MALLOC_MMAP_THRESHOLD_"] == "65536" and memory_case["SB3_HAEPO_TEST_MARKER"] == "kept"
+    assert memory_case["MALLOC_MMAP_THRESHOLD_"] == "4096" and memory_case["SB3_HAEPO_TEST_MARKER"] == "kept"
     assert "MALLOC_MMAP_THRESHOLD_" not in lm_case and lm_case["SB3_HAEPO_TEST_MARKER"] == "kept"
+    # --mmap-threshold 0: glibc's default, the variable not set; another threshold is passed as it is
+    assert memory.mmap_threshold_env(0) == {} and memory.mmap_threshold_env(65536) == {"MALLOC_MMAP_THRESHOLD_": "65536"}
+    with pytest.raises(ValueError, match=r"mmap_threshold must be >= 0 bytes \(0: glibc's default\), got -1"):
+        memory.mmap_threshold_env(-1)
+
+
+@pytest.mark.parametrize(
+    "credit, score, target_kl",
+    [("episode", "sum", 10.0), ("episode", "mean", 1e-9), ("reward_to_go", "mean", 10.0), ("reward_to_go", "sum", 1e-9)],
+)
+def test_streamed_exact_update_equals_the_one_chunk_update(credit, score, target_kl):
+    """
+    The exact update over several chunks reads the group in place (GroupView: per-episode sums, each chunk's
+    coefficients formed as it is read, per-step values in the buffer's update slots). On the same group, with three
+    epochs, the policy-entropy bonus and adaptive beta and lam, it gives the parameters, logs and adapted
+    coefficients of the same update in one chunk (a batch, with its graph), up to float32 rounding; with a tiny
+    target_kl both stop after the first epoch.
+    """
+    outcomes = []
+    for batch_size in (16, 4096):
+        env = make_vec_env("CartPole-v1", n_envs=3, seed=0)
+        model = HAEPO(
+            "MlpPolicy",
+            env,
+            n_episodes=6,
+            n_epochs=3,
+            batch_size=batch_size,
+            minibatch_size=None,
+            clip_range=None,
+            credit=credit,
+            trajectory_score=score,
+            gamma=0.99,
+            ent_coef=0.01,
+            weight_ent_coef="auto",
+            ref_kl_coef="auto",
+            target_kl=target_kl,
+            seed=0,
+            device="cpu",
+        )
+        _, callback = model._setup_learn(10_000)
+        model.set_logger(Logger(None, []))
+        assert model.collect_rollouts(model.env, callback, model.rollout_buffer, 0)
+        n_steps = model.rollout_buffer.n_completed_steps
+        assert (n_steps > batch_size) == (batch_size == 16), n_steps
+        model.train()
+        logs = dict(model.logger.name_to_value)
+        parameters = th.nn.utils.parameters_to_vector(model.policy.parameters()).detach()
+        outcomes.append((parameters, logs, model.weight_ent_coef, model.ref_kl_coef))
+    (streamed, streamed_logs, *streamed_coefs), (one_chunk, one_chunk_logs, *one_chunk_coefs) = outcomes
+    th.testing.assert_close(streamed, one_chunk, rtol=1e-5, atol=1e-6)
+    assert streamed_logs["train/n_epochs"] == one_chunk_logs["train/n_epochs"] == (1 if target_kl < 1 else 3)
+    for key in ("loss", "return_loss", "weight_entropy_loss", "ref_kl_loss", "approx_kl", "policy_entropy", "grad_norm"):
+        assert streamed_logs[f"train/{key}"] == pytest.approx(one_chunk_logs[f"train/{key}"], rel=1e-4, abs=1e-6), key
+    assert streamed_coefs == pytest.approx(one_chunk_coefs, rel=1e-6)
+
+
+@pytest.mark.parametrize("credit", ["episode", "reward_to_go"])
+def test_streamed_exact_update_forms_nothing_the_size_of_the_group(credit):
+    """
+    The exact update over 40,000 steps in chunks of 128 creates no tensor with more elements than a chunk's
+    activations (torch's dispatcher sees every op that allocates, the backward pass included), and numpy and Python
+    allocate less than a float32 per step of the group at any time (tracemalloc: torch's small Python-side objects,
+    which grow with the number of chunks and then level off, are about half of that): the update of
+    docs/METHOD.md section 2.2. The default update
+    (minibatches, which shuffle the steps) does form per-step tensors: the check can fail.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class LargestAllocation(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            # Views and in-place ops return (part of) an existing tensor: they allocate nothing
+            if not any(ret.alias_info is not None for ret in func._schema.returns):
+                self.numel = max([self.numel] + [t.numel() for t in tree_leaves(out) if isinstance(t, th.Tensor)])
+            return out
+
+    length, batch_size = 20_000, 128
+    largest = {}
+    for mode in ("exact", "default"):
+        env = make_vec_env(lambda: memory.FixedLengthEnv("mlp", length), n_envs=2)
+        exact = {"minibatch_size": None, "clip_range": None} if mode == "exact" else {}
+        model = HAEPO(
+            "MlpPolicy",
+            env,
+            n_episodes=2,
+            n_epochs=3,
+            batch_size=batch_size,
+            credit=credit,
+            ent_coef=0.01,
+            weight_ent_coef="auto",
+            ref_kl_coef="auto",
+            target_kl=10.0,
+            seed=0,
+            device="cpu",
+            **exact,
+        )
+        model.set_logger(Logger(None, []))
+        memory.fill_group(model, length, np.random.default_rng(0))
+        # A first update on this group: torch's one-time allocations are not the update's
+        model.train()
+        tracemalloc.start()
+        try:
+            model.train()
+            _, numpy_peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        allocations = LargestAllocation()
+        with allocations:
+            model.train()
+        largest[mode] = allocations.numel
+        if mode == "exact":
+            assert numpy_peak < 4 * (2 * length), numpy_peak
+    # A chunk's activations: 128 steps x 64 units
+    assert largest["exact"] == batch_size * 64
+    assert largest["default"] >= 2 * length

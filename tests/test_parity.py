@@ -82,7 +82,7 @@ def test_multidimensional_box_actions(algo, shape, tmp_path):
     model.learn(100)
     assert model._n_updates > 0
     # The buffer stores the flat actions the distribution sampled
-    assert model.rollout_buffer.actions.shape[1] == int(np.prod(shape))
+    assert model.rollout_buffer.actions.shape[-1] == int(np.prod(shape))
     obs = np.full(3, 0.4, np.float32)
     action, _ = model.predict(obs, deterministic=True)
     assert action.shape == shape and env.action_space.contains(action)

@@ -1,6 +1,8 @@
 """Per-step credit (``credit="reward_to_go"``): hand-computed reward-to-go and advantages, the gradient against
 autograd, its reduction to the episode-level update, and learning on SB3's identity envs."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch as th
@@ -16,6 +18,7 @@ from sb3_haepo.common.utils import (
     haepo_score_gradient,
     normalize_returns,
     reward_to_go_advantages,
+    reward_to_go_advantages_into,
     score_step_scale,
     step_credit_coefficients,
     step_credit_loss,
@@ -258,3 +261,39 @@ def test_minibatch_steps_per_epoch():
     model.learn(300)
     assert len(counts) >= 1
     assert all(n_optimizer_steps == 3 * -(-n_steps // 16) for n_steps, n_optimizer_steps in counts)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1024])
+@pytest.mark.parametrize("gamma, min_std", [(0.9, 0.0), (1.0, 0.0), (0.99, 5.0)])
+def test_advantages_into_episode_arrays_equal_the_batch_advantages(chunk, gamma, min_std):
+    """
+    reward_to_go_advantages_into (the streamed update's: episodes as separate arrays, written in place, a chunk of
+    steps and a window of times at a time) gives reward_to_go_advantages's values up to float32 rounding, for any
+    chunk, with empty and one-step episodes, and also when it overwrites the rewards themselves.
+    """
+    lengths = [5, 0, 9, 2, 9, 1, 30]
+    rewards = th.randn(sum(lengths), generator=th.Generator().manual_seed(4))
+    expected = reward_to_go_advantages(rewards, th.tensor(lengths), gamma, min_std=min_std).numpy()
+    bounds = np.cumsum([0, *lengths]).tolist()
+    spans = list(itertools.pairwise(bounds))
+    out = np.full(sum(lengths), np.nan, np.float32)
+    episode_rewards = [rewards.numpy()[start:stop] for start, stop in spans]
+    reward_to_go_advantages_into(episode_rewards, [out[start:stop] for start, stop in spans], gamma, chunk, min_std=min_std)
+    np.testing.assert_allclose(out, expected, atol=2e-6, rtol=0)
+    # In place: the rewards' own arrays receive the advantages
+    in_place = rewards.numpy().copy()
+    views = [in_place[start:stop] for start, stop in spans]
+    reward_to_go_advantages_into(views, views, gamma, chunk, min_std=min_std)
+    np.testing.assert_allclose(in_place, expected, atol=2e-6, rtol=0)
+
+
+def test_advantages_into_errors():
+    episode = [np.ones(3, np.float32)]
+    with pytest.raises(ValueError, match=r"chunk_steps must be >= 1, got 0"):
+        reward_to_go_advantages_into(episode, [np.zeros(3, np.float32)], 0.9, chunk_steps=0)
+    with pytest.raises(ValueError, match=r"gamma must be in \(0, 1\], got 1.5"):
+        reward_to_go_advantages_into(episode, [np.zeros(3, np.float32)], 1.5)
+    with pytest.raises(ValueError, match=r"the same number of episodes, of the same lengths"):
+        reward_to_go_advantages_into(episode, [np.zeros(2, np.float32)], 0.9)
+    with pytest.raises(ValueError, match=r"min_std must be a finite number >= 0, got -1"):
+        reward_to_go_advantages_into(episode, [np.zeros(3, np.float32)], 0.9, min_std=-1)

@@ -1,5 +1,8 @@
 """Trajectory buffer of complete, variable-length episodes."""
 
+from collections.abc import Iterator
+from typing import NamedTuple
+
 import numpy as np
 import torch as th
 from gymnasium import spaces
@@ -7,29 +10,45 @@ from stable_baselines3.common.preprocessing import get_action_dim, get_obs_shape
 from stable_baselines3.common.utils import get_device
 
 from sb3_haepo.common.type_aliases import EpisodeBatch
+from sb3_haepo.common.utils import reward_to_go_advantages_into
+
+# The buffer's per-step values written by an update (GroupView.slot), each a float32 in the group's step order: the
+# per-step advantages (credit="reward_to_go"), the log-probabilities at the update's start, and the terms of the
+# approximate KL to them
+UPDATE_SLOTS = ("advantages", "start_log_probs", "kl_terms")
+# Rows per page of the buffer's storage (EpisodeBuffer)
+PAGE_ROWS = 256
 
 
 class EpisodeBuffer:
     """
     Buffer of complete episodes collected from a VecEnv, for algorithms that update on whole trajectories.
 
-    Unlike SB3's ``RolloutBuffer`` (a fixed ``(n_steps, n_envs)`` array), steps are appended as they arrive into
-    flat, growable numpy arrays (amortised doubling, so there is no per-step Python object and memory is
-    proportional to the steps held). Each step carries the id of its episode. An episode is *completed* when
-    :meth:`end_episodes` closes it; episodes still running stay in the buffer and are carried over to the next group
-    when :meth:`pop_completed` removes the completed ones, so every step ends up in exactly one group.
+    Unlike SB3's ``RolloutBuffer`` (a fixed ``(n_steps, n_envs)`` array), steps are stored as they arrive in pages of
+    ``page_rows`` rows, numpy arrays of shape ``(n_pages, page_rows, ...)`` shared by all envs (the pool of pages grows
+    by doubling; there is no per-step Python object). Each env writes its steps, in order, to its own list of pages, so
+    every episode is a contiguous run of its env's rows: an episode is described by its env, first row and length,
+    and nothing per step says which episode a step belongs to. The memory held is the steps held plus at most about
+    one page per env. An episode is *completed* when :meth:`end_episodes` closes it; episodes still running stay in
+    the buffer and are carried over to the next group when :meth:`pop_completed` removes the completed ones (and
+    frees the pages no episode uses any more), so every step ends up in exactly one group.
 
     An env whose episode was already running when the buffer first saw it (a model loaded onto, or given with
     ``set_env(..., force_reset=False)``, envs with episodes in progress) is marked with :meth:`mark_fragments`: the
     beginning of that episode was never stored, so its remaining steps are a *fragment*. They are stored like any
     other, but when the episode ends they are dropped (and counted by the caller) instead of closing a fake episode.
 
+    Besides what a rollout stores (observation, action, reward, log-probability), the buffer has three float32 values
+    per step that an update writes in place (:data:`UPDATE_SLOTS`, read through :class:`GroupView`), as SB3's
+    ``RolloutBuffer`` holds its advantages and returns: an update that uses them allocates nothing per step.
+
     :param observation_space: Observation space
     :param action_space: Action space
     :param n_envs: Number of parallel environments
     :param gamma: Discount factor of the episode return ``sum_t gamma^t r_t``
-    :param device: PyTorch device of the tensors returned by :meth:`get`
-    :param initial_capacity: Number of steps allocated at first (the arrays grow as needed)
+    :param device: PyTorch device of the tensors returned by :meth:`get` and read through :class:`GroupView`
+    :param initial_capacity: Number of steps allocated at first (at least one page per env; the pool grows as needed)
+    :param page_rows: Rows per page (None: :data:`PAGE_ROWS`)
     """
 
     observations: np.ndarray | dict[str, np.ndarray]
@@ -42,7 +61,11 @@ class EpisodeBuffer:
         gamma: float = 1.0,
         device: th.device | str = "auto",
         initial_capacity: int = 1024,
+        page_rows: int | None = None,
     ):
+        page_rows = PAGE_ROWS if page_rows is None else page_rows
+        if page_rows < 1:
+            raise ValueError(f"page_rows must be >= 1, got {page_rows!r}")
         self.observation_space = observation_space
         self.action_space = action_space
         self.obs_shape = get_obs_shape(observation_space)
@@ -50,44 +73,65 @@ class EpisodeBuffer:
         self.n_envs = n_envs
         self.gamma = gamma
         self.device = get_device(device)
-        self.initial_capacity = max(initial_capacity, n_envs)
+        self.page_rows = page_rows
+        self.initial_pages = max(n_envs, -(-initial_capacity // page_rows))
         self.reset()
 
     def reset(self) -> None:
         """Remove every step, completed and in progress."""
-        self.capacity = self.initial_capacity
+        self.n_pages = self.initial_pages
+        shape = (self.n_pages, self.page_rows)
         if isinstance(self.obs_shape, dict):
             assert isinstance(self.observation_space, spaces.Dict)
             self.observations = {
-                key: np.zeros((self.capacity, *shape), dtype=self.observation_space[key].dtype)
-                for key, shape in self.obs_shape.items()
+                key: np.zeros((*shape, *obs_shape), dtype=self.observation_space[key].dtype)
+                for key, obs_shape in self.obs_shape.items()
             }
         else:
-            self.observations = np.zeros((self.capacity, *self.obs_shape), dtype=self.observation_space.dtype)
-        self.actions = np.zeros((self.capacity, self.action_dim), dtype=np.float32)
-        self.rewards = np.zeros((self.capacity,), dtype=np.float32)
-        self.log_probs = np.zeros((self.capacity,), dtype=np.float32)
-        self.episode_ids = np.zeros((self.capacity,), dtype=np.int64)
-        self.size = 0
-        # Episodes in progress, one per env
-        self._next_id = self.n_envs
-        self.current_ids = np.arange(self.n_envs, dtype=np.int64)
+            self.observations = np.zeros((*shape, *self.obs_shape), dtype=self.observation_space.dtype)
+        self.actions = np.zeros((*shape, self.action_dim), dtype=np.float32)
+        self.rewards = np.zeros(shape, dtype=np.float32)
+        self.log_probs = np.zeros(shape, dtype=np.float32)
+        # Written by an update, in place, in the group's step order (GroupView.slot)
+        self.update_slots = {name: np.zeros(shape, dtype=np.float32) for name in UPDATE_SLOTS}
+        # The pool: free pages (a stack), and each env's pages in order
+        self._free_pages = list(range(self.n_pages - 1, -1, -1))
+        self.env_pages: list[list[int]] = [[] for _ in range(self.n_envs)]
+        # Each env's rows: the first is row env_offsets[i] of its first page; env_sizes[i] rows are held (its completed
+        # episodes, then its episode in progress)
+        self.env_offsets = np.zeros(self.n_envs, dtype=np.int64)
+        self.env_sizes = np.zeros(self.n_envs, dtype=np.int64)
+        # Where each env's next step goes: its last page and the row in it (page_rows: a new page is needed)
+        self._tail_pages = np.full(self.n_envs, -1, dtype=np.int64)
+        self._tail_rows = np.full(self.n_envs, self.page_rows, dtype=np.int64)
+        self._max_tail_row = self.page_rows
+        # Episodes in progress, one per env (the last current_lengths[i] rows of env i)
         self.current_lengths = np.zeros(self.n_envs, dtype=np.int64)
         self.current_returns = np.zeros(self.n_envs, dtype=np.float64)
         self._current_discounts = np.ones(self.n_envs, dtype=np.float64)
         # Envs whose episode in progress began before the buffer saw it (see mark_fragments)
         self.fragments = np.zeros(self.n_envs, dtype=bool)
-        # Completed episodes, in completion order
-        self._completed_ids: list[int] = []
-        self._completed_returns: list[float] = []
-        self._completed_lengths: list[int] = []
-        self._completed_truncated: list[bool] = []
+        # Completed episodes, in completion order: env, first row among the env's rows, length, return, truncation
         self._completed_envs: list[int] = []
+        self._completed_starts: list[int] = []
+        self._completed_lengths: list[int] = []
+        self._completed_returns: list[float] = []
+        self._completed_truncated: list[bool] = []
+
+    @property
+    def capacity(self) -> int:
+        """Number of steps allocated (the pool's pages)."""
+        return self.n_pages * self.page_rows
+
+    @property
+    def size(self) -> int:
+        """Number of steps held, completed and in progress."""
+        return int(self.env_sizes.sum())
 
     @property
     def n_completed(self) -> int:
         """Number of completed episodes held."""
-        return len(self._completed_ids)
+        return len(self._completed_lengths)
 
     @property
     def n_in_progress_steps(self) -> int:
@@ -98,18 +142,29 @@ class EpisodeBuffer:
     def bytes_per_step(self) -> int:
         """
         Bytes of one stored step: the row of each per-step array (the observation in its own dtype, the action as
-        float32, reward, log-probability, episode id). Nothing else is kept per step.
+        float32, reward, log-probability, and the update's three float32 slots). Nothing else is kept per step.
         """
-        return sum(array.nbytes // len(array) for array in self._step_arrays())
+        return sum(array.nbytes // self.capacity for array in self._step_arrays())
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the per-step arrays as allocated (their capacity grows by doubling, so up to twice the steps held)."""
+        """Bytes of the per-step arrays as allocated (the pool of pages grows by doubling)."""
         return sum(array.nbytes for array in self._step_arrays())
 
     def _step_arrays(self) -> list[np.ndarray]:
         observations = list(self.observations.values()) if isinstance(self.observations, dict) else [self.observations]
-        return [*observations, self.actions, self.rewards, self.log_probs, self.episode_ids]
+        return [*observations, self.actions, self.rewards, self.log_probs, *self.update_slots.values()]
+
+    def _set_step_arrays(self, arrays: list[np.ndarray]) -> None:
+        """Replace the per-step arrays, in the order of :meth:`_step_arrays`."""
+        if isinstance(self.observations, dict):
+            n_obs = len(self.observations)
+            self.observations = dict(zip(self.observations, arrays[:n_obs], strict=True))
+        else:
+            n_obs = 1
+            self.observations = arrays[0]
+        self.actions, self.rewards, self.log_probs = arrays[n_obs : n_obs + 3]
+        self.update_slots = dict(zip(self.update_slots, arrays[n_obs + 3 :], strict=True))
 
     @property
     def n_completed_steps(self) -> int:
@@ -131,23 +186,31 @@ class EpisodeBuffer:
             raise ValueError(f"Envs {bad} have stored steps in their current episode: it is not a fragment")
         self.fragments |= env_mask
 
-    def _grow(self, min_capacity: int) -> None:
-        new_capacity = max(min_capacity, 2 * self.capacity)
+    def _new_page(self) -> int:
+        """:return: a free page, the pool grown (doubled, its pages kept) when none is left"""
+        if not self._free_pages:
+            new_n_pages = 2 * self.n_pages
 
-        def grow(array: np.ndarray) -> np.ndarray:
-            new_array = np.zeros((new_capacity, *array.shape[1:]), dtype=array.dtype)
-            new_array[: self.size] = array[: self.size]
-            return new_array
+            def grow(array: np.ndarray) -> np.ndarray:
+                new_array = np.zeros((new_n_pages, *array.shape[1:]), dtype=array.dtype)
+                new_array[: self.n_pages] = array
+                return new_array
 
-        if isinstance(self.observations, dict):
-            self.observations = {key: grow(obs) for key, obs in self.observations.items()}
+            self._set_step_arrays([grow(array) for array in self._step_arrays()])
+            self._free_pages = list(range(new_n_pages - 1, self.n_pages - 1, -1))
+            self.n_pages = new_n_pages
+        return self._free_pages.pop()
+
+    def _set_tail(self, env_idx: int) -> None:
+        """Point env ``env_idx``'s next step after its last row (on a new page if its last page is full or it has none)."""
+        end = int(self.env_offsets[env_idx] + self.env_sizes[env_idx])
+        pages = self.env_pages[env_idx]
+        if pages and end < len(pages) * self.page_rows:
+            self._tail_pages[env_idx] = pages[end // self.page_rows]
+            self._tail_rows[env_idx] = end % self.page_rows
         else:
-            self.observations = grow(self.observations)
-        self.actions = grow(self.actions)
-        self.rewards = grow(self.rewards)
-        self.log_probs = grow(self.log_probs)
-        self.episode_ids = grow(self.episode_ids)
-        self.capacity = new_capacity
+            self._tail_pages[env_idx] = -1
+            self._tail_rows[env_idx] = self.page_rows
 
     def add(
         self,
@@ -164,9 +227,21 @@ class EpisodeBuffer:
         :param rewards: Rewards, shape (n_envs,)
         :param log_probs: Log-probabilities of the actions under the collecting policy, shape (n_envs,)
         """
-        if self.size + self.n_envs > self.capacity:
-            self._grow(self.size + self.n_envs)
-        rows = slice(self.size, self.size + self.n_envs)
+        if self._max_tail_row >= self.page_rows:
+            # Some envs' last page is full (or they have none): each gets a new one
+            for env_idx in np.flatnonzero(self._tail_rows >= self.page_rows):
+                page = self._new_page()
+                if not self.env_pages[env_idx]:
+                    self.env_offsets[env_idx] = 0
+                self.env_pages[env_idx].append(page)
+                self._tail_pages[env_idx] = page
+                self._tail_rows[env_idx] = 0
+            self._max_tail_row = int(self._tail_rows.max())
+        # Row _tail_rows[i] of page _tail_pages[i], for each env i (with one env, a slice: numpy's faster basic indexing)
+        rows: tuple[np.ndarray | slice, np.ndarray | int] = (self._tail_pages, self._tail_rows)
+        if self.n_envs == 1:
+            page = int(self._tail_pages[0])
+            rows = (slice(page, page + 1), int(self._tail_rows[0]))
         if isinstance(self.observations, dict):
             assert isinstance(obs, dict) and isinstance(self.obs_shape, dict)
             for key, obs_array in self.observations.items():
@@ -179,17 +254,15 @@ class EpisodeBuffer:
         if isinstance(log_probs, th.Tensor):
             log_probs = log_probs.cpu().numpy()
         self.log_probs[rows] = log_probs
-        self.episode_ids[rows] = self.current_ids
-        self.size += self.n_envs
+        self._tail_rows += 1
+        self._max_tail_row += 1
+        self.env_sizes += 1
         # Running discounted return of each episode: R = sum_t gamma^t r_t
         self.current_returns += self._current_discounts * rewards
         self._current_discounts *= self.gamma
         self.current_lengths += 1
 
     def _start_new_episodes(self, env_indices: np.ndarray) -> None:
-        n_new = len(env_indices)
-        self.current_ids[env_indices] = np.arange(self._next_id, self._next_id + n_new)
-        self._next_id += n_new
         self.current_lengths[env_indices] = 0
         self.current_returns[env_indices] = 0.0
         self._current_discounts[env_indices] = 1.0
@@ -209,15 +282,33 @@ class EpisodeBuffer:
         # Fragments that ended are dropped: their envs start a new (complete) episode
         n_dropped = self.discard_in_progress(env_mask & self.fragments)
         for env_idx in env_indices:
-            if self.current_lengths[env_idx] == 0:
+            length = int(self.current_lengths[env_idx])
+            if length == 0:
                 raise ValueError(f"Env {env_idx} has no step in its current episode: nothing to end")
-            self._completed_ids.append(int(self.current_ids[env_idx]))
-            self._completed_returns.append(float(self.current_returns[env_idx]))
-            self._completed_lengths.append(int(self.current_lengths[env_idx]))
-            self._completed_truncated.append(bool(truncated[env_idx]) if truncated is not None else False)
             self._completed_envs.append(int(env_idx))
+            self._completed_starts.append(int(self.env_sizes[env_idx]) - length)
+            self._completed_lengths.append(length)
+            self._completed_returns.append(float(self.current_returns[env_idx]))
+            self._completed_truncated.append(bool(truncated[env_idx]) if truncated is not None else False)
         self._start_new_episodes(env_indices)
         return n_dropped
+
+    def _keep_rows(self, env_idx: int, first: int, stop: int) -> None:
+        """Keep only env ``env_idx``'s rows ``first`` to ``stop - 1`` (among its rows), freeing the pages outside them."""
+        pages = self.env_pages[env_idx]
+        begin = int(self.env_offsets[env_idx]) + first
+        end = int(self.env_offsets[env_idx]) + stop
+        if stop == first and begin % self.page_rows == 0:
+            # Nothing kept, and no page begun: the next step starts a new page
+            kept_from, kept_to = len(pages), len(pages)
+        else:
+            kept_from, kept_to = begin // self.page_rows, -(-end // self.page_rows)
+            kept_to = max(kept_to, kept_from + 1)
+        self._free_pages.extend(pages[:kept_from] + pages[kept_to:])
+        self.env_pages[env_idx] = pages[kept_from:kept_to]
+        self.env_offsets[env_idx] = begin - kept_from * self.page_rows if self.env_pages[env_idx] else 0
+        self.env_sizes[env_idx] = stop - first
+        self._set_tail(env_idx)
 
     def discard_in_progress(self, env_mask: np.ndarray) -> int:
         """
@@ -232,55 +323,68 @@ class EpisodeBuffer:
         env_indices = np.flatnonzero(env_mask & (self.current_lengths > 0))
         if len(env_indices) == 0:
             return 0
+        # An episode in progress is the last rows of its env: dropping it shortens the env's rows
         n_dropped = int(self.current_lengths[env_indices].sum())
-        keep = ~np.isin(self.episode_ids[: self.size], self.current_ids[env_indices])
-        self._compact(np.flatnonzero(keep))
+        for env_idx in env_indices:
+            self._keep_rows(int(env_idx), 0, int(self.env_sizes[env_idx] - self.current_lengths[env_idx]))
+        self._max_tail_row = int(self._tail_rows.max())
         self._start_new_episodes(env_indices)
         return n_dropped
 
-    def _compact(self, keep: np.ndarray) -> None:
-        """Keep only the steps at positions ``keep`` (sorted), moved to the front."""
-        n_keep = len(keep)
-        if isinstance(self.observations, dict):
-            for obs in self.observations.values():
-                obs[:n_keep] = obs[keep]
-        else:
-            self.observations[:n_keep] = self.observations[keep]
-        self.actions[:n_keep] = self.actions[keep]
-        self.rewards[:n_keep] = self.rewards[keep]
-        self.log_probs[:n_keep] = self.log_probs[keep]
-        self.episode_ids[:n_keep] = self.episode_ids[keep]
-        self.size = n_keep
+    def episode_layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """
+        :return: the env, the first row among the env's rows and the length of each completed episode, in completion
+            order, shape (M,) each (int64): episode ``k``'s step ``t`` is row ``starts[k] + t`` of env ``envs[k]``
+            (see :meth:`row_segments`)
+        """
+        return (
+            np.asarray(self._completed_envs, dtype=np.int64),
+            np.asarray(self._completed_starts, dtype=np.int64),
+            np.asarray(self._completed_lengths, dtype=np.int64),
+        )
+
+    def row_segments(self, env_idx: int, first: int, stop: int) -> list[tuple[int, int, int]]:
+        """
+        :return: where env ``env_idx``'s rows ``first`` to ``stop - 1`` are stored: ``(page, first row, one past the
+            last row)`` on each page they cover, in order
+        """
+        pages, rows = self.env_pages[env_idx], self.page_rows
+        position = int(self.env_offsets[env_idx]) + first
+        end = int(self.env_offsets[env_idx]) + stop
+        segments = []
+        while position < end:
+            row = position % rows
+            n_rows = min(end - position, rows - row)
+            segments.append((pages[position // rows], row, row + n_rows))
+            position += n_rows
+        return segments
 
     def _completed_step_order(self) -> tuple[np.ndarray, np.ndarray]:
         """
-        :return: positions of the steps of completed episodes, ordered by episode (completion order) then time,
-            and the episode index in ``[0, M)`` of each of them
+        :return: the flat position (``page * page_rows + row``) of each step of the completed episodes, ordered by
+            episode (completion order) then time, and the episode index in ``[0, M)`` of each of them
         """
-        ids = self.episode_ids[: self.size]
-        # Episode ids are increasing integers: map id -> group index with a small lookup table
-        base = int(ids.min()) if self.size > 0 else 0
-        lookup = np.full(self._next_id - base, -1, dtype=np.int64)
-        lookup[np.asarray(self._completed_ids, dtype=np.int64) - base] = np.arange(self.n_completed)
-        step_episode = lookup[ids - base]
-        positions = np.flatnonzero(step_episode >= 0)
-        step_episode = step_episode[positions]
-        # Stable sort: steps of one episode keep their time order. The positions are replaced as soon as their sorted
-        # copy exists, and the episode indices are sorted in place (the same values as step_episode[order]), so that
-        # at most four arrays of N integers are held at once
-        order = np.argsort(step_episode, kind="stable")
-        positions = positions[order]
-        del order
-        step_episode.sort()
-        return positions, step_episode
+        envs, starts, lengths = self.episode_layout()
+        positions = np.empty(int(lengths.sum()), dtype=np.int64)
+        offset = 0
+        for env_idx, start, length in zip(envs.tolist(), starts.tolist(), lengths.tolist(), strict=True):
+            rows = int(self.env_offsets[env_idx]) + start + np.arange(length)
+            pages = np.asarray(self.env_pages[env_idx], dtype=np.int64)[rows // self.page_rows]
+            positions[offset : offset + length] = pages * self.page_rows + rows % self.page_rows
+            offset += length
+        return positions, np.repeat(np.arange(len(lengths)), lengths)
+
+    def flat(self, array: np.ndarray) -> np.ndarray:
+        """:return: a view of one per-step array, shape (capacity, ...): row ``page * page_rows + row``"""
+        return array.reshape((self.capacity, *array.shape[2:]))
 
     def get(self, copy_observations: bool = True) -> EpisodeBatch:
         """
         :param copy_observations: True: the batch holds a copy of the group's observations, in step order.
-            False: the batch refers to the buffer's own observation arrays, with the row of each step in
-            ``observation_positions`` (read them with :func:`step_observations`). Nothing the size of the group's
-            observations is copied, so the update's memory does not grow with them; the batch is valid until the
-            buffer changes (the next ``add``, ``end_episodes``, ``pop_completed``, ...).
+            False: the batch refers to the buffer's own observation arrays (flattened to one row per step, a view),
+            with the row of each step in ``observation_positions`` (read them with :func:`step_observations`).
+            Nothing the size of the group's observations is copied; the batch is valid until the buffer changes (the
+            next ``add``, ``end_episodes``, ``pop_completed``, ...).
         :return: The completed episodes, flattened (see :class:`EpisodeBatch`).
         """
         if self.n_completed == 0:
@@ -290,19 +394,19 @@ class EpisodeBuffer:
         observation_positions = None
         if not copy_observations:
             if isinstance(self.observations, dict):
-                observations = {key: obs[: self.size] for key, obs in self.observations.items()}
+                observations = {key: self.flat(obs) for key, obs in self.observations.items()}
             else:
-                observations = self.observations[: self.size]
+                observations = self.flat(self.observations)
             observation_positions = positions
         elif isinstance(self.observations, dict):
-            observations = {key: obs[positions] for key, obs in self.observations.items()}
+            observations = {key: self.flat(obs)[positions] for key, obs in self.observations.items()}
         else:
-            observations = self.observations[positions]
+            observations = self.flat(self.observations)[positions]
         return EpisodeBatch(
             observations=observations,
-            actions=th.as_tensor(self.actions[positions], device=self.device),
-            behaviour_log_probs=th.as_tensor(self.log_probs[positions], device=self.device),
-            rewards=th.as_tensor(self.rewards[positions], device=self.device),
+            actions=th.as_tensor(self.flat(self.actions)[positions], device=self.device),
+            behaviour_log_probs=th.as_tensor(self.flat(self.log_probs)[positions], device=self.device),
+            rewards=th.as_tensor(self.flat(self.rewards)[positions], device=self.device),
             episode_index=th.as_tensor(step_episode, device=self.device),
             returns=th.as_tensor(np.asarray(self._completed_returns, dtype=np.float32), device=self.device),
             lengths=th.as_tensor(np.asarray(self._completed_lengths, dtype=np.int64), device=self.device),
@@ -313,19 +417,122 @@ class EpisodeBuffer:
 
     def pop_completed(self) -> int:
         """
-        Remove the completed episodes, keeping (carrying over) the steps of the episodes in progress.
+        Remove the completed episodes, keeping (carrying over) the steps of the episodes in progress, and free the
+        pages that held only completed steps.
 
         :return: Number of steps removed
         """
         n_before = self.size
-        keep = np.flatnonzero(np.isin(self.episode_ids[: self.size], self.current_ids[self.current_lengths > 0]))
-        self._compact(keep)
-        self._completed_ids.clear()
-        self._completed_returns.clear()
-        self._completed_lengths.clear()
-        self._completed_truncated.clear()
+        for env_idx in range(self.n_envs):
+            size = int(self.env_sizes[env_idx])
+            self._keep_rows(env_idx, size - int(self.current_lengths[env_idx]), size)
+        self._max_tail_row = int(self._tail_rows.max())
         self._completed_envs.clear()
+        self._completed_starts.clear()
+        self._completed_lengths.clear()
+        self._completed_returns.clear()
+        self._completed_truncated.clear()
         return n_before - self.size
+
+
+class GroupChunk(NamedTuple):
+    """Consecutive steps of a group (episode by episode, each in time order), as :meth:`GroupView.chunks` yields them."""
+
+    steps: slice  # their step numbers in the group
+    episode_index: th.Tensor  # (chunk,) episode of each step, in [0, M), on the buffer's device
+    segments: tuple[tuple[int, int, int], ...]  # (page, first row, one past the last row): its rows, in step order
+
+
+class GroupView:
+    """
+    The completed episodes of an :class:`EpisodeBuffer`, read in place, a chunk of steps at a time: the group of an
+    update whose memory does not grow with episode length (docs/METHOD.md section 2.2). Unlike :meth:`EpisodeBuffer.get`,
+    it forms nothing per step of the whole group: a chunk's observations, actions, rewards and episode indices are
+    gathered from the buffer's pages when the chunk is read, and per-step results are written to the buffer's update
+    slots (:data:`UPDATE_SLOTS`). Valid until the buffer changes.
+
+    :param buffer: the buffer, with at least one completed episode
+    """
+
+    def __init__(self, buffer: EpisodeBuffer):
+        if buffer.n_completed == 0:
+            raise ValueError("The buffer holds no completed episode")
+        self.buffer = buffer
+        self.envs, self.starts, episode_lengths = buffer.episode_layout()
+        self.lengths = th.as_tensor(episode_lengths, device=buffer.device)
+        self.returns = th.as_tensor(np.asarray(buffer._completed_returns, dtype=np.float32), device=buffer.device)
+        self.n_steps = int(episode_lengths.sum())
+
+    def chunks(self, chunk_steps: int) -> Iterator[GroupChunk]:
+        """
+        :param chunk_steps: the number of steps of each chunk (the last one may be shorter)
+        :return: the group's steps in order, ``chunk_steps`` at a time
+        """
+        lengths = self.lengths.cpu().numpy()
+        episode, time = 0, 0
+        for start in range(0, self.n_steps, chunk_steps):
+            stop = min(start + chunk_steps, self.n_steps)
+            segments: list[tuple[int, int, int]] = []
+            counts, episodes = [], []
+            n_left = stop - start
+            while n_left > 0:
+                n_taken = min(n_left, int(lengths[episode]) - time)
+                first_row = int(self.starts[episode]) + time
+                segments += self.buffer.row_segments(int(self.envs[episode]), first_row, first_row + n_taken)
+                counts.append(n_taken)
+                episodes.append(episode)
+                n_left -= n_taken
+                time += n_taken
+                if time == lengths[episode]:
+                    episode, time = episode + 1, 0
+            episode_index = th.as_tensor(np.repeat(episodes, counts), device=self.buffer.device)
+            yield GroupChunk(slice(start, stop), episode_index, tuple(segments))
+
+    @staticmethod
+    def read(array: np.ndarray, chunk: GroupChunk) -> np.ndarray:
+        """:return: the chunk's rows of one of the buffer's per-step arrays, in step order (a view for one segment)"""
+        if len(chunk.segments) == 1:
+            page, first, stop = chunk.segments[0]
+            return array[page, first:stop]
+        return np.concatenate([array[page, first:stop] for page, first, stop in chunk.segments])
+
+    def slot(self, name: str) -> th.Tensor:
+        """
+        :param name: one of :data:`UPDATE_SLOTS`
+        :return: that slot of the group's N steps, in step order: a CPU tensor sharing the buffer's memory (index it
+            with a chunk's ``steps``)
+        """
+        if name not in UPDATE_SLOTS:
+            raise ValueError(f"Unknown update slot {name!r}, allowed: {UPDATE_SLOTS}")
+        return th.from_numpy(self.buffer.flat(self.buffer.update_slots[name])[: self.n_steps])
+
+    def compute_advantages(self, gamma: float, chunk_steps: int, min_std: float = 0.0) -> None:
+        """
+        Write the per-step advantages of :func:`~sb3_haepo.common.utils.reward_to_go_advantages` to the
+        ``"advantages"`` slot, with :func:`~sb3_haepo.common.utils.reward_to_go_advantages_into`: nothing per step
+        is allocated.
+        """
+        lengths = self.lengths.cpu().numpy().tolist()
+        out = self.slot("advantages").numpy()
+        # The rewards are copied to the slot in step order, then turned into advantages there, episode by episode
+        views, offset = [], 0
+        for env_idx, start, length in zip(self.envs.tolist(), self.starts.tolist(), lengths, strict=True):
+            for page, first, stop in self.buffer.row_segments(env_idx, start, start + length):
+                out[offset : offset + stop - first] = self.buffer.rewards[page, first:stop]
+                offset += stop - first
+            views.append(out[offset - length : offset])
+        reward_to_go_advantages_into(views, views, gamma, chunk_steps, min_std=min_std)
+
+    def observations(self, chunk: GroupChunk) -> np.ndarray | dict[str, np.ndarray]:
+        """:return: the chunk's observations, in the observation space's dtype"""
+        observations = self.buffer.observations
+        if isinstance(observations, dict):
+            return {key: self.read(obs, chunk) for key, obs in observations.items()}
+        return self.read(observations, chunk)
+
+    def tensor(self, array: np.ndarray, chunk: GroupChunk) -> th.Tensor:
+        """:return: the chunk's rows of one of the buffer's per-step arrays, as a tensor on the buffer's device"""
+        return th.as_tensor(self.read(array, chunk), device=self.buffer.device)
 
 
 def step_observations(batch: EpisodeBatch, index: slice | np.ndarray) -> np.ndarray | dict[str, np.ndarray]:

@@ -2,8 +2,8 @@
 
 import inspect
 import warnings
-from collections.abc import Iterator
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import numpy as np
 import torch as th
@@ -16,12 +16,28 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_haepo.common.buffers import EpisodeBuffer, step_observations
+from sb3_haepo.common.buffers import EpisodeBuffer, GroupView, step_observations
 from sb3_haepo.common.type_aliases import EpisodeBatch
-from sb3_haepo.common.utils import TrajectoryScore, policy_entropy_loss, trajectory_scores
+from sb3_haepo.common.utils import (
+    TrajectoryScore,
+    policy_entropy_loss,
+    score_step_scale,
+    scores_from_log_prob_sums,
+    trajectory_scores,
+)
 
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 SUPPORTED_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+class GroupPass(NamedTuple):
+    """What one pass over a group's steps without a graph gives (:meth:`EpisodicOnPolicyAlgorithm._group_pass`)."""
+
+    scores: th.Tensor  # (M,) the trajectory scores L_k
+    policy_entropy: float  # the mean policy entropy per step
+    approx_kl: float  # the mean over the steps of PPO's KL estimate to the log-probabilities at the update's start
+    credit_sums: th.Tensor | None  # (M,) sum_t dL_k/dlog pi_t A_{k,t} log pi(a_t|s_t), when asked for
+
 
 SelfEpisodic = TypeVar("SelfEpisodic", bound="EpisodicOnPolicyAlgorithm")
 
@@ -439,28 +455,39 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         return actions
 
     def _iter_step_log_probs(
-        self, policy: ActorCriticPolicy, batch: EpisodeBatch, batch_size: int
-    ) -> Iterator[tuple[slice, th.Tensor, th.Tensor]]:
+        self, policy: ActorCriticPolicy, batch: "EpisodeBatch | GroupView", batch_size: int
+    ) -> Iterator[tuple[Any, th.Tensor, th.Tensor]]:
         """
         Evaluate ``log pi(a_t | s_t)`` and the policy entropy over the steps of ``batch``, ``batch_size`` steps at a time.
 
         Gradients flow unless the caller disables them.
 
-        :return: for each chunk, its slice of steps, the log-probabilities (chunk,) and the entropies (chunk,)
+        :param batch: the group: an :class:`EpisodeBatch`, or a :class:`GroupView` read in place
+        :return: for each chunk, the chunk (its slice of steps for a batch, its :class:`GroupChunk` for a view), the
+            log-probabilities (chunk,) and the entropies (chunk,)
         """
+        if isinstance(batch, GroupView):
+            for group_chunk in batch.chunks(batch_size):
+                actions = batch.tensor(batch.buffer.actions, group_chunk)
+                yield (group_chunk, *self._chunk_log_probs(policy, batch.observations(group_chunk), actions))
+            return
         n_steps = len(batch.episode_index)
         for start in range(0, n_steps, batch_size):
             chunk = slice(start, min(start + batch_size, n_steps))
             # Only this chunk's observations are read (and, from the buffer's storage, gathered)
-            obs = obs_as_tensor(step_observations(batch, chunk), self.device)
-            distribution = policy.get_distribution(obs)
-            actions = self._prepare_actions(batch.actions[chunk])
-            log_probs = distribution.log_prob(actions)
-            entropy = distribution.entropy()
-            if entropy is None:
-                # No closed form (gSDE with a squashed output): PPO's one-sample estimate -log pi(a_t|s_t)
-                entropy = -log_probs
-            yield chunk, log_probs, entropy
+            yield (chunk, *self._chunk_log_probs(policy, step_observations(batch, chunk), batch.actions[chunk]))
+
+    def _chunk_log_probs(
+        self, policy: ActorCriticPolicy, observations: np.ndarray | dict[str, np.ndarray], actions: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """:return: ``log pi(a_t|s_t)`` and the policy entropy of some steps, shape (chunk,) each"""
+        distribution = policy.get_distribution(obs_as_tensor(observations, self.device))
+        log_probs = distribution.log_prob(self._prepare_actions(actions))
+        entropy = distribution.entropy()
+        if entropy is None:
+            # No closed form (gSDE with a squashed output): PPO's one-sample estimate -log pi(a_t|s_t)
+            entropy = -log_probs
+        return log_probs, entropy
 
     def _step_log_probs(self, policy: ActorCriticPolicy, batch: EpisodeBatch, batch_size: int) -> tuple[th.Tensor, th.Tensor]:
         """
@@ -491,18 +518,70 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             entropies[chunk] = chunk_entropy
         return log_probs, entropies
 
-    def _episode_scores(self, policy: ActorCriticPolicy, batch: EpisodeBatch, score: TrajectoryScore) -> th.Tensor:
+    def _episode_scores(
+        self, policy: ActorCriticPolicy, batch: "EpisodeBatch | GroupView", score: TrajectoryScore
+    ) -> th.Tensor:
         """
         :return: the trajectory scores ``L_k`` of the episodes of ``batch`` under ``policy``, shape (M,), without a graph
         """
+        if isinstance(batch, GroupView):
+            return self._group_pass(policy, batch, score).scores
         with th.no_grad():
             log_probs, _ = self._step_log_probs(policy, batch, self.batch_size)
             return trajectory_scores(log_probs, batch.episode_index, batch.lengths, score)
 
+    def _group_pass(
+        self,
+        policy: ActorCriticPolicy,
+        group: GroupView,
+        score: TrajectoryScore,
+        kl: Literal["record", "measure"] | None = None,
+        advantages: bool = False,
+    ) -> GroupPass:
+        """
+        One pass over the steps of ``group`` without a graph, ``batch_size`` steps at a time, keeping only per-episode
+        sums: pass 1 of the exact update when the group does not fit in one chunk (docs/METHOD.md section 2.2).
+
+        :param policy: the policy evaluated
+        :param group: the group, read in place
+        :param score: the trajectory score
+        :param kl: ``"record"``: write each step's log-probability to the ``"start_log_probs"`` slot (the first
+            epoch); ``"measure"``: the approximate KL to them, each step's term written to the ``"kl_terms"`` slot and
+            averaged there; None: neither
+        :param advantages: also sum ``dL_k/dlog pi_t * A_{k,t} * log pi(a_t|s_t)`` per episode, from the
+            ``"advantages"`` slot
+        """
+        n_episodes, device = len(group.lengths), self.device
+        totals = th.zeros(n_episodes, device=device)
+        credit_sums = th.zeros(n_episodes, device=device)
+        entropy_sum = 0.0
+        start_log_probs, kl_terms = group.slot("start_log_probs"), group.slot("kl_terms")
+        step_advantages = group.slot("advantages")
+        with th.no_grad():
+            for chunk, log_probs, entropy in self._iter_step_log_probs(policy, group, self.batch_size):
+                totals.index_add_(0, chunk.episode_index, log_probs)
+                entropy_sum += float(entropy.sum())
+                if kl == "record":
+                    start_log_probs[chunk.steps] = log_probs.cpu()
+                elif kl == "measure":
+                    log_ratio = log_probs.cpu() - start_log_probs[chunk.steps]
+                    kl_terms[chunk.steps] = (th.exp(log_ratio) - 1) - log_ratio
+                if advantages:
+                    scale = score_step_scale(chunk.episode_index, group.lengths, score, log_probs.dtype)
+                    chunk_advantages = step_advantages[chunk.steps].to(device)
+                    credit_sums.index_add_(0, chunk.episode_index, scale * chunk_advantages * log_probs)
+        return GroupPass(
+            scores=scores_from_log_prob_sums(totals, group.lengths, score),
+            policy_entropy=entropy_sum / group.n_steps,
+            # The mean over the steps as one tensor's mean (as over a batch's vector of N steps)
+            approx_kl=float(kl_terms.mean()) if kl == "measure" else 0.0,
+            credit_sums=credit_sums if advantages else None,
+        )
+
     def _score_gradient_step(
         self,
-        batch: EpisodeBatch,
-        step_coef: th.Tensor,
+        batch: "EpisodeBatch | GroupView",
+        step_coef: th.Tensor | Callable[[Any], th.Tensor],
         log_probs: th.Tensor | None = None,
         entropies: th.Tensor | None = None,
         ent_coef: float = 0.0,
@@ -514,8 +593,10 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         ``step_coef_t = dJ/dL_k(t) * dL_k/dlog pi_t``. It is accumulated over chunks of ``batch_size`` steps, so memory
         does not grow with episode length.
 
-        :param batch: the group
-        :param step_coef: the per-step coefficients, shape (N,), without a graph
+        :param batch: the group (a :class:`GroupView` is read in place)
+        :param step_coef: the per-step coefficients, shape (N,), without a graph; or a function of a chunk (as
+            :meth:`_iter_step_log_probs` yields them) that returns its steps' coefficients, so that none is held for
+            the whole group
         :param log_probs: ``log pi(a_t|s_t)`` of all the steps *with* their graph, when pass 1 already computed them
             in one chunk (then no second forward pass is made)
         :param entropies: with ``log_probs``, the policy entropies of all the steps with their graph (needed when
@@ -524,9 +605,10 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             gradient is added exactly, chunk by chunk
         :return: the gradient norm before clipping
         """
-        n_steps = len(batch.episode_index)
+        n_steps = batch.n_steps if isinstance(batch, GroupView) else len(batch.episode_index)
         self.policy.optimizer.zero_grad()
         if log_probs is not None:
+            assert isinstance(step_coef, th.Tensor), "one chunk with its graph takes the coefficients as a tensor"
             surrogate = (step_coef * log_probs).sum()
             if ent_coef > 0:
                 assert entropies is not None, "the entropies with their graph are needed when ent_coef > 0"
@@ -534,7 +616,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             surrogate.backward()
         else:
             for chunk, chunk_log_probs, chunk_entropies in self._iter_step_log_probs(self.policy, batch, self.batch_size):
-                surrogate = (step_coef[chunk] * chunk_log_probs).sum()
+                chunk_coef = step_coef(chunk) if callable(step_coef) else step_coef[chunk]
+                surrogate = (chunk_coef * chunk_log_probs).sum()
                 if ent_coef > 0:
                     surrogate = surrogate + policy_entropy_loss(chunk_entropies, ent_coef, n_steps)
                 surrogate.backward()
@@ -551,7 +634,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self.policy.optimizer.step()
         return float(grad_norm)
 
-    def _record_train_logs(self, logs: dict[str, list[float]], batch: EpisodeBatch) -> None:
+    def _record_train_logs(self, logs: dict[str, list[float]], batch: "EpisodeBatch | GroupView") -> None:
         """Log the mean of each per-epoch (or per-minibatch) diagnostic under ``train/``, and the group's statistics."""
         for key, values in logs.items():
             self.logger.record(f"train/{key}", np.mean(values))

@@ -7,6 +7,7 @@ Everything here works on one *group* of ``M`` complete episodes and on tensors o
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -80,9 +81,21 @@ def trajectory_scores(
     :param score: ``"sum"`` or ``"mean"``
     :return: the scores ``L_k``, shape (M,)
     """
+    return scores_from_log_prob_sums(segment_sum(step_log_probs, episode_index, len(episode_lengths)), episode_lengths, score)
+
+
+def scores_from_log_prob_sums(totals: th.Tensor, episode_lengths: th.Tensor, score: TrajectoryScore = "mean") -> th.Tensor:
+    """
+    :func:`trajectory_scores` from each episode's sum of log-probabilities, for an update that accumulates the sums a
+    chunk of steps at a time.
+
+    :param totals: ``sum_t log pi(a_t | s_t)`` of each episode, shape (M,)
+    :param episode_lengths: ``T_k``, shape (M,)
+    :param score: ``"sum"`` or ``"mean"``
+    :return: the scores ``L_k``, shape (M,)
+    """
     if score not in TRAJECTORY_SCORE_OPTIONS:
         raise ValueError(f"Unknown trajectory score {score!r}, allowed: {TRAJECTORY_SCORE_OPTIONS}")
-    totals = segment_sum(step_log_probs, episode_index, len(episode_lengths))
     if score == "sum":
         return totals
     return totals / episode_lengths.to(totals.dtype).clamp(min=1)
@@ -221,6 +234,81 @@ def reward_to_go_advantages(
         deviations[start:stop].sub_(baseline[step_times(lengths, start, stop)])
     deviations.div_(max(float(deviations.std(unbiased=False)), min_std) + eps)
     return deviations.to(th.float32)
+
+
+def reward_to_go_advantages_into(
+    rewards: Sequence[np.ndarray],
+    out: Sequence[np.ndarray],
+    gamma: float,
+    chunk_steps: int = ADVANTAGE_CHUNK_STEPS,
+    eps: float = 1e-8,
+    min_std: float = 0.0,
+) -> None:
+    """
+    :func:`reward_to_go_advantages` for episodes held as separate arrays (rows of a buffer), written in place: the
+    memory it uses beyond ``out`` is ``O(M + chunk_steps)``, whatever the length of the episodes. It makes three
+    sweeps over the steps:
+
+    1. ``G_{k,t}`` of each episode, backwards ``chunk_steps`` steps at a time, the recursion ``G_t = r_t + gamma
+       G_{t+1}`` carried from chunk to chunk in float64 and each value rounded to float32 as it is written (as
+       :func:`discounted_reward_to_go` does);
+    2. the baseline ``b_t``, a window of ``chunk_steps`` times at a time: the mean of ``G_{k,t}`` over the episodes
+       that reach ``t``, subtracted in float64 and written back in float32, while the sum of the squared deviations
+       is accumulated;
+    3. the division by ``max(std(G - b), min_std) + eps``, with the population std ``sqrt(sum (G - b)^2 / N)`` (the
+       deviations' mean is 0 at every ``t``).
+
+    The result equals :func:`reward_to_go_advantages` up to float32 rounding (it rounds the deviations to float32
+    before the division, and sums the squares in another order).
+
+    :param rewards: ``r`` of each episode, in time order, M arrays of shape (T_k,)
+    :param out: where ``A`` is written, M float32 arrays of shape (T_k,) (they may share memory with ``rewards``)
+    :param gamma: the per-step discount of the reward-to-go, in (0, 1]
+    :param chunk_steps: steps per sweep chunk and times per baseline window (>= 1)
+    :param eps: guard against division by zero
+    :param min_std: ``sigma_min``, the floor of the divisor, in the rewards' units (>= 0; 0: plain z-score)
+    """
+    check_non_negative("min_std", min_std)
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+    if chunk_steps < 1:
+        raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps!r}")
+    if len(rewards) != len(out) or any(len(r) != len(o) for r, o in zip(rewards, out, strict=True)):
+        raise ValueError("rewards and out must hold the same number of episodes, of the same lengths")
+    lengths = [len(episode) for episode in rewards]
+    if sum(lengths) == 0:
+        return
+    # 1. G, backwards a chunk at a time: the state of the recursion, reversed in time, is gamma * G_{t+1}
+    for episode_rewards, episode_out in zip(rewards, out, strict=True):
+        reward_to_go = 0.0
+        for stop in range(len(episode_rewards), 0, -chunk_steps):
+            start = max(0, stop - chunk_steps)
+            reversed_rewards = episode_rewards[start:stop][::-1].astype(np.float64)
+            reversed_g, _ = lfilter([1.0], [1.0, -gamma], reversed_rewards, zi=[gamma * reward_to_go])
+            episode_out[start:stop] = reversed_g[::-1]
+            reward_to_go = float(reversed_g[-1])
+    # 2. b_t over the episodes that reach t, a window of times at a time; G - b written back
+    squares = 0.0
+    for window_start in range(0, max(lengths), chunk_steps):
+        window = min(chunk_steps, max(lengths) - window_start)
+        totals = np.zeros(window, dtype=np.float64)
+        counts = np.zeros(window, dtype=np.float64)
+        reaching = [k for k, length in enumerate(lengths) if length > window_start]
+        for k in reaching:
+            values = out[k][window_start : window_start + window]
+            totals[: len(values)] += values
+            counts[: len(values)] += 1.0
+        baseline = totals / counts
+        for k in reaching:
+            values = out[k][window_start : window_start + window]
+            deviations = values - baseline[: len(values)]
+            squares += float(np.dot(deviations, deviations))
+            values[:] = deviations
+    # 3. The divisor
+    std = math.sqrt(squares / sum(lengths))
+    divisor = max(std, min_std) + eps
+    for episode_out in out:
+        episode_out /= divisor
 
 
 def normalize_returns(

@@ -25,9 +25,9 @@ not run (the report says so, with the projection). The modes:
   ``batch_size=4096``).
 
 Steps 2 and 3 are repeated ``--repeats`` times in the process, and the report gives the median. Each case's process
-runs with glibc's mmap threshold fixed (:data:`FIXED_MMAP_THRESHOLD_ENV`): with its adaptive default, how the C
-allocator lays out its heap moved a case's update peak by as much as 6 MiB from run to run; fixed, every large tensor is
-unmapped when freed and the RSS follows the memory the update holds.
+runs with glibc's mmap threshold fixed (:data:`MMAP_THRESHOLD_BYTES`, ``--mmap-threshold``): with its adaptive
+default, how the C allocator lays out its heap moved a case's update peak by as much as 6 MiB from run to run; fixed,
+every tensor above the threshold is unmapped when freed and the RSS follows the memory the update holds.
 
 Every mode trains one epoch (``n_epochs=1``): the memory of an epoch does not depend on how many follow, and the
 time of an update is ``n_epochs`` times the time per epoch plus the reference policy's pass.
@@ -74,6 +74,17 @@ CNN_N_ACTIONS = 4
 WARMUP_LENGTH = 32
 MIB = 2**20
 
+# glibc's malloc maps every allocation of at least this many bytes on its own and unmaps it when freed. Its default
+# threshold adapts (it rises to the size of the largest block freed so far), so that after the first large free the
+# update's tensors come from the heap, whose unused pages stay resident; the same case's update peak then varied by
+# as much as 6 MiB between identical runs (the CNN at T = 100,000: 47 and 53 MiB). With the threshold fixed, the RSS
+# follows the memory the update holds, and repeated runs agree to about 0.1 MiB. At 64 KiB (until 2026-11-30) the
+# chunk's smaller buffers (a chunk's observations, actions, log-probabilities: 4-32 KiB each) still came from the heap,
+# whose resident size crept up over the first few hundred chunks of a process and then stopped (about 0.3-0.5 MiB for
+# the MLP): an update of 200 chunks showed it, one of 2 chunks not, whatever the episodes' length. At 4 KiB, each is
+# mapped on its own too. Only glibc reads this variable; elsewhere it has no effect.
+MMAP_THRESHOLD_BYTES = 4096
+
 # The published settings, and what --publish writes (relative to the repository root)
 DEFAULTS: dict[str, Any] = {
     "lengths": [100, 1_000, 10_000, 100_000],
@@ -86,6 +97,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "threads": 1,
     "device": "cpu",
+    "mmap_threshold": MMAP_THRESHOLD_BYTES,
 }
 PUBLISHED_REPORT = published.RESULTS_DIR / "memory.md"
 PUBLISH_COMMAND = "python scripts/benchmark_memory.py --publish"
@@ -178,6 +190,7 @@ class MemoryCase:
     threads: int = 1
     device: str = "cpu"
     repeats: int = 1
+    mmap_threshold: int = MMAP_THRESHOLD_BYTES  # glibc's mmap threshold in the case's process, bytes
 
     @property
     def n_steps(self) -> int:
@@ -430,14 +443,14 @@ def measure_case(case: MemoryCase) -> MemoryResult:
     )
 
 
-# glibc's malloc maps every allocation of at least this many bytes on its own and unmaps it when freed. Its default
-# threshold adapts (it rises to the size of the largest block freed so far), so that after the first large free the
-# update's tensors come from the heap, whose unused pages stay resident; the same case's update peak then varied by
-# as much as 6 MiB between identical runs (the CNN at T = 100,000: 47 and 53 MiB). With the threshold fixed, the RSS
-# follows the memory the update holds, and repeated runs agree to about 0.1 MiB. Only glibc reads this variable;
-# elsewhere it has no effect.
-MMAP_THRESHOLD_BYTES = 65536
-FIXED_MMAP_THRESHOLD_ENV = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_BYTES)}
+def mmap_threshold_env(threshold: int = MMAP_THRESHOLD_BYTES) -> dict[str, str]:
+    """
+    :param threshold: bytes; 0: glibc's adaptive default (the variable is not set)
+    :return: the environment variable that fixes glibc's mmap threshold at ``threshold`` bytes
+    """
+    if threshold < 0:
+        raise ValueError(f"mmap_threshold must be >= 0 bytes (0: glibc's default), got {threshold!r}")
+    return {"MALLOC_MMAP_THRESHOLD_": str(threshold)} if threshold > 0 else {}
 
 
 def run_in_subprocess(module: str, flag: str, case: dict[str, Any], extra_env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -445,7 +458,7 @@ def run_in_subprocess(module: str, flag: str, case: dict[str, Any], extra_env: d
     Run ``python -m module flag JSON(case)`` in a fresh Python process (with this process's ``sb3_haepo`` first on its
     path) and return the JSON object of the last line it prints. Shared by this benchmark and the language-model one.
 
-    :param extra_env: environment variables set for that process only (e.g. :data:`FIXED_MMAP_THRESHOLD_ENV`)
+    :param extra_env: environment variables set for that process only (e.g. :func:`mmap_threshold_env`)
     :raises RuntimeError: if the process fails (with the end of its standard error)
     """
     package_root = str(Path(sb3_haepo.__file__).resolve().parents[1])
@@ -462,7 +475,7 @@ def run_in_subprocess(module: str, flag: str, case: dict[str, Any], extra_env: d
 def run_case_in_subprocess(case: MemoryCase) -> MemoryResult:
     """Measure ``case`` in a fresh Python process (with this process's ``sb3_haepo`` first on its path)."""
     return MemoryResult.from_dict(
-        run_in_subprocess("sb3_haepo.experiments.memory", "--case", asdict(case), FIXED_MMAP_THRESHOLD_ENV)
+        run_in_subprocess("sb3_haepo.experiments.memory", "--case", asdict(case), mmap_threshold_env(case.mmap_threshold))
     )
 
 
@@ -476,6 +489,7 @@ def plan_cases(
     threads: int,
     device: str,
     repeats: int = 1,
+    mmap_threshold: int = MMAP_THRESHOLD_BYTES,
 ) -> list[MemoryCase]:
     """:return: every case, policy by policy, in increasing episode length"""
     for name, values, allowed in (("policy", policies, POLICIES), ("mode", modes, MODES)):
@@ -485,7 +499,7 @@ def plan_cases(
     if any(length < 1 for length in lengths) or n_episodes < 2 or batch_size < 1 or repeats < 1:
         raise ValueError("lengths, batch_size and repeats must be >= 1, n_episodes >= 2")
     return [
-        MemoryCase(policy, int(length), mode, n_episodes, batch_size, seed, threads, device, repeats)
+        MemoryCase(policy, int(length), mode, n_episodes, batch_size, seed, threads, device, repeats, mmap_threshold)
         for policy in policies
         for length in sorted(set(lengths))
         for mode in modes
@@ -585,6 +599,12 @@ def render_memory(
         raise ValueError("No result to report")
     first = results[0].case
     cuda = any(r.cuda_update_peak is not None for r in results)
+    seconds_note = "."
+    if first.mmap_threshold > 0:
+        seconds_note = (
+            ", and under the fixed mmap threshold, which maps every buffer above it afresh: slower than a process "
+            "with glibc's default (`--mmap-threshold 0` measures that)."
+        )
     lines = [
         published.generated_by(command),
         f"`{command}`: one `train()` of HAEPO (one epoch) on a group of M = {first.n_episodes} episodes of exactly "
@@ -600,16 +620,22 @@ def render_memory(
         "",
         "- **update peak**: the process's peak RSS during `train()` minus its RSS just before it (which holds the "
         "buffer, the policy and torch). The peak is reset just before `train()` (`/proc/self/clear_refs`) and read "
-        "with `getrusage(RUSAGE_SELF).ru_maxrss`. Each case's process runs with glibc's mmap threshold fixed at "
-        f"{MMAP_THRESHOLD_BYTES // 1024} KiB (`MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD_BYTES}`), so that every "
-        "large tensor is unmapped when freed and the RSS follows the memory the update holds; with glibc's adaptive "
-        "default, freed heap pages stay resident and the same case varied by as much as 6 MiB from run to run.",
+        "with `getrusage(RUSAGE_SELF).ru_maxrss`. "
+        + (
+            "Each case's process runs with glibc's mmap threshold fixed at "
+            f"{first.mmap_threshold / 1024:g} KiB (`MALLOC_MMAP_THRESHOLD_={first.mmap_threshold}`), so that every "
+            "buffer of that size or more is unmapped when freed and the RSS follows the memory the update holds; with "
+            "glibc's adaptive default, freed heap pages stay resident and the same case varied by as much as 6 MiB "
+            "from run to run."
+            if first.mmap_threshold > 0
+            else "Each case's process runs with glibc's adaptive mmap threshold (its default), under which freed heap "
+            "pages stay resident: the same case varied by as much as 6 MiB from run to run."
+        ),
         "- **absolute peak**: the process's peak RSS during `train()`, everything included.",
         "- **buffer**: the bytes of the N steps the buffer holds (`EpisodeBuffer.bytes_per_step` times N; its arrays "
         "are allocated by doubling, up to twice that).",
         "- **s / train()**: wall-clock seconds of `train()` with `n_epochs=1` (the reference policy's pass, one "
-        "epoch), under the fixed mmap threshold, which maps every large tensor afresh: slower than a process with "
-        "glibc's default (the CNN at T = 100,000 took about twice as long), and dependent on the machine's load.",
+        f"epoch), dependent on the machine's load{seconds_note}",
     ]
     if cuda:
         lines.append(
@@ -685,10 +711,11 @@ def run_memory(
     device: str = "cpu",
     command: str = "sb3_haepo.experiments.memory.run_memory()",
     verbose: bool = True,
+    mmap_threshold: int = MMAP_THRESHOLD_BYTES,
 ) -> tuple[str, list[MemoryResult]]:
     """Measure every case (:func:`plan_cases`, :func:`run_cases`) and return the report and the results."""
     load = published.load_average()
-    cases = plan_cases(lengths, policies, modes, n_episodes, batch_size, seed, threads, device, repeats)
+    cases = plan_cases(lengths, policies, modes, n_episodes, batch_size, seed, threads, device, repeats, mmap_threshold)
     results, skipped = run_cases(cases, one_pass_max_mib, verbose)
     th.set_num_threads(threads)
     machine = {**published.machine_note(), "load_average": load}
@@ -714,6 +741,12 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     parser.add_argument("--threads", type=int, default=DEFAULTS["threads"], help="torch CPU threads")
     parser.add_argument("--device", default=DEFAULTS["device"], help="cpu, cuda or auto (CUDA memory is reported on a GPU)")
+    parser.add_argument(
+        "--mmap-threshold",
+        type=int,
+        default=DEFAULTS["mmap_threshold"],
+        help="glibc's mmap threshold in each case's process, bytes (MALLOC_MMAP_THRESHOLD_)",
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     published.add_report_arguments(parser, README_BLOCK, PUBLISHED_REPORT, "")
     args = parser.parse_args(argv)
@@ -737,6 +770,7 @@ def main(argv: list[str] | None = None) -> str:
         args.threads,
         args.device,
         command,
+        mmap_threshold=args.mmap_threshold,
     )
     print(report, end="")
     published.save_report(args, README_BLOCK, report)

@@ -1,4 +1,4 @@
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch as th
@@ -6,8 +6,8 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
-from sb3_haepo.common.buffers import select_steps
-from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
+from sb3_haepo.common.buffers import GroupChunk, GroupView, select_steps
+from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm, GroupPass
 from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import (
     CREDIT_OPTIONS,
@@ -15,6 +15,7 @@ from sb3_haepo.common.utils import (
     NORMALIZE_RETURNS_OPTIONS,
     TRAJECTORY_SCORE_OPTIONS,
     Credit,
+    HAEPOLoss,
     NormalizeReturns,
     TrajectoryScore,
     adapt_ref_kl_coef,
@@ -35,6 +36,18 @@ from sb3_haepo.common.utils import (
     weight_diagnostics,
 )
 from sb3_haepo.haepo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+
+
+class EpochOutcome(NamedTuple):
+    """What one epoch of :meth:`HAEPO.train` gives."""
+
+    terms: HAEPOLoss | None  # the loss terms; None: the epochs stopped early (target_kl) before this epoch's step
+    grad_norm: float  # before clipping
+    policy_entropy: float  # the mean policy entropy per step
+    approx_kl: float  # to the log-probabilities at the update's start
+    scores: th.Tensor  # (M,) L_k at the parameters before this epoch's step
+    start_log_probs: th.Tensor | None = None  # a batch's (N,) log-probabilities at the update's start
+
 
 # The paper's formulation (docs/METHOD.md section 1): HAEPO("MlpPolicy", env, **PAPER_PRESET). Every step is
 # credited with its episode's undiscounted return, episodes are scored by their cumulative log-likelihood, and each
@@ -319,9 +332,13 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         2. the gradient of the surrogate ``sum_t c_{k(t)} dL_k/dlog pi_t * log pi(a_t|s_t)``, accumulated over
            chunks of ``batch_size`` steps. It equals the gradient of ``J`` exactly, with memory bounded by the chunk.
 
-        When the whole group fits in one chunk, both passes share one forward pass. With ``minibatch_size`` or
-        ``clip_range``, pass 2 is replaced by minibatch steps on the clipped surrogate (docs/METHOD.md section 9.4).
-        After the epochs, the coefficients given as ``"auto"`` are adapted (docs/METHOD.md section 10).
+        When the whole group fits in one chunk, both passes share one forward pass. When it does not, the group is
+        read in place from the buffer (:class:`~sb3_haepo.common.buffers.GroupView`): pass 1 keeps only per-episode
+        sums, pass 2 forms each chunk's coefficients, and the per-step values the update needs live in the buffer's
+        update slots, so that nothing the size of the group is allocated (docs/METHOD.md section 2.2). With
+        ``minibatch_size`` or ``clip_range``, pass 2 is replaced by minibatch steps on the clipped surrogate
+        (docs/METHOD.md section 9.4). After the epochs, the coefficients given as ``"auto"`` are adapted
+        (docs/METHOD.md section 10).
         """
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
@@ -331,128 +348,217 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         # The reference is a frozen copy of the policy, refreshed every `ref_update_interval` updates
         self._refresh_reference()
 
-        # The group refers to the buffer's observations: no copy of them (docs/METHOD.md section 2.2)
-        batch = self.rollout_buffer.get(copy_observations=False)
-        n_steps = len(batch.episode_index)
         exact = self.minibatch_size is None and self.clip_range is None
         clip_range = None if self.clip_range is None else float(self.clip_range(self._current_progress_remaining))
+        n_steps = self.rollout_buffer.n_completed_steps
         single_chunk = exact and n_steps <= self.batch_size
+        per_step_credit = self.credit == "reward_to_go"
+        # The group refers to the buffer's observations: no copy of them; the exact update over several chunks reads
+        # everything in place (docs/METHOD.md section 2.2)
+        group: EpisodeBatch | GroupView
+        if exact and not single_chunk:
+            group = GroupView(self.rollout_buffer)
+        else:
+            group = self.rollout_buffer.get(copy_observations=False)
 
-        # Normalised returns Rn_k (M,), and with per-step credit the advantages A_{k,t} (N,)
-        norm_returns = normalize_returns(batch.returns, self.normalize_returns, min_std=self.min_return_std)
+        # Normalised returns Rn_k (M,), and with per-step credit the advantages A_{k,t} (N; read in place when streamed)
+        norm_returns = normalize_returns(group.returns, self.normalize_returns, min_std=self.min_return_std)
         advantages = None
-        if self.credit == "reward_to_go":
-            advantages = reward_to_go_advantages(batch.rewards, batch.lengths, self.gamma, min_std=self.min_return_std)
+        if per_step_credit and isinstance(group, GroupView):
+            group.compute_advantages(self.gamma, self.batch_size, min_std=self.min_return_std)
+        elif per_step_credit and isinstance(group, EpisodeBatch):
+            advantages = reward_to_go_advantages(group.rewards, group.lengths, self.gamma, min_std=self.min_return_std)
         # Scores of the reference policy (M,): no gradient
-        ref_scores = self._episode_scores(self.ref_policy, batch, self.trajectory_score)
-        # dL_k / dlog pi(a_t|s_t), (N,)
-        step_scale = score_step_scale(batch.episode_index, batch.lengths, self.trajectory_score)
+        ref_scores = self._episode_scores(self.ref_policy, group, self.trajectory_score)
 
         logs: dict[str, list[float]] = {}
-        initial_log_probs: th.Tensor | None = None
-        # log pi(a_t|s_t) at the current parameters, without a graph (None once a step has moved them)
-        current_log_probs: th.Tensor | None = None
         # The coefficients this update uses (the adaptive ones change after it)
         weight_ent_coef, ref_kl_coef = self.weight_ent_coef, self.ref_kl_coef
+        # The scores at the current parameters, when known (after an early stop)
+        current_scores: th.Tensor | None = None
+        # The batch path's log pi(a_t|s_t) at the update's start (N,)
+        start_log_probs: th.Tensor | None = None
         continue_training = True
         for epoch in range(self.n_epochs):
-            # Pass 1: per-step log-probabilities (with a graph only when one chunk holds everything)
-            if single_chunk:
-                log_probs, entropy = self._step_log_probs(self.policy, batch, n_steps)
-                detached_log_probs = log_probs.detach()
+            if isinstance(group, GroupView):
+                kl_mode: Literal["record", "measure"] = "record" if epoch == 0 else "measure"
+                epoch_pass = self._group_pass(self.policy, group, self.trajectory_score, kl_mode, per_step_credit)
+                outcome = self._streamed_epoch(
+                    group, epoch_pass, ref_scores, norm_returns, (weight_ent_coef, ref_kl_coef), epoch
+                )
             else:
-                with th.no_grad():
-                    detached_log_probs, entropy = self._step_log_probs(self.policy, batch, self.batch_size)
-            policy_entropy = float(entropy.detach().mean())
-            # Without the policy-entropy bonus the per-step entropies are only logged: keep their mean, not N values
-            # through pass 2; with it, pass 2 reuses them when they carry their graph (one chunk)
-            step_entropies = entropy if single_chunk and self.ent_coef > 0 else None
-            del entropy
-            if initial_log_probs is None:
-                initial_log_probs = detached_log_probs
-            current_log_probs = detached_log_probs
-            # KL between the policy at the start of the update and now, per step (as in PPO)
-            log_ratio = detached_log_probs - initial_log_probs
-            approx_kl = float(th.mean((th.exp(log_ratio) - 1) - log_ratio))
-            del log_ratio
-            if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+                coefs = (weight_ent_coef, ref_kl_coef)
+                outcome = self._batch_epoch(
+                    group, advantages, norm_returns, ref_scores, coefs, clip_range, logs, epoch, start_log_probs
+                )
+                start_log_probs = outcome.start_log_probs
+            terms = outcome.terms
+            if terms is None:
                 continue_training = False
-                if self.verbose >= 1:
-                    print(f"Early stopping at epoch {epoch} due to reaching max kl: {approx_kl:.2f}")
+                current_scores = outcome.scores
                 break
 
-            # Trajectory scores L_k (M,), the loss terms (for logging) and the per-step coefficients dJ/dlog pi_t (N,)
-            scores = trajectory_scores(detached_log_probs, batch.episode_index, batch.lengths, self.trajectory_score)
-            if advantages is None:
-                terms = haepo_loss(scores, ref_scores, norm_returns, weight_ent_coef, ref_kl_coef)
-                # c_k = dJ/dL_k (M,) -> per-step coefficient of log pi(a_t|s_t) (N,)
-                score_grad = haepo_score_gradient(scores, ref_scores, norm_returns, weight_ent_coef, ref_kl_coef)
-                step_coef = score_grad[batch.episode_index] * step_scale
-            else:
-                terms = step_credit_loss(
-                    detached_log_probs,
-                    batch.episode_index,
-                    batch.lengths,
-                    ref_scores,
-                    advantages,
-                    self.trajectory_score,
-                    weight_ent_coef,
-                    ref_kl_coef,
-                )
-                step_coef = step_credit_coefficients(
-                    scores,
-                    ref_scores,
-                    advantages,
-                    batch.episode_index,
-                    step_scale,
-                    weight_ent_coef,
-                    ref_kl_coef,
-                )
-
-            if exact:
-                # Pass 2: gradient of the surrogate sum_t step_coef_t * log pi(a_t|s_t) == grad J, and the step
-                grad_norm = self._score_gradient_step(
-                    batch, step_coef, log_probs if single_chunk else None, step_entropies, self.ent_coef
-                )
-            else:
-                # The return term's share a_t of -step_coef: w_k s_k A_{k,t}, with the episode-level advantage
-                # A_{k,t} = Rn_k - sum_j w_j Rn_j under credit="episode" (docs/METHOD.md section 9.3)
-                weights = th.softmax(scores, 0)
-                if advantages is None:
-                    step_advantages = (norm_returns - (weights * norm_returns).sum())[batch.episode_index]
-                else:
-                    step_advantages = advantages
-                return_coef = weights[batch.episode_index] * step_scale * step_advantages
-                grad_norm, clip_fraction = self._minibatch_steps(batch, step_coef, return_coef, initial_log_probs, clip_range)
-                logs.setdefault("clip_fraction", []).append(clip_fraction)
-            current_log_probs = step_entropies = None
-
             epoch_logs = {
-                "loss": float(terms.loss) - self.ent_coef * policy_entropy,
+                "loss": float(terms.loss) - self.ent_coef * outcome.policy_entropy,
                 "return_loss": float(terms.return_loss),
                 "weight_entropy_loss": float(terms.entropy_loss),
                 "ref_kl_loss": float(terms.kl_loss),
-                "grad_norm": grad_norm,
-                "approx_kl": approx_kl,
-                "policy_entropy": policy_entropy,
-                "policy_entropy_loss": -self.ent_coef * policy_entropy,
+                "grad_norm": outcome.grad_norm,
+                "approx_kl": outcome.approx_kl,
+                "policy_entropy": outcome.policy_entropy,
+                "policy_entropy_loss": -self.ent_coef * outcome.policy_entropy,
                 **weight_diagnostics(terms.log_weights, ref_scores),
             }
             for key, value in epoch_logs.items():
                 logs.setdefault(key, []).append(value)
             self._n_updates += 1
 
-        self._record_train_logs(logs, batch)
+        self._record_train_logs(logs, group)
         self.logger.record("train/weight_ent_coef", weight_ent_coef)
         self.logger.record("train/ref_kl_coef", ref_kl_coef)
         if self.weight_ent_coef_auto or self.ref_kl_coef_auto:
-            self._adapt_coefficients(batch, ref_scores, current_log_probs)
+            self._adapt_coefficients(group, ref_scores, current_scores)
         if clip_range is not None:
             self.logger.record("train/clip_range", clip_range)
         self.logger.record("train/n_epochs", len(logs.get("loss", [])))
         self.logger.record("train/continue_training", continue_training)
 
-    def _adapt_coefficients(self, batch: EpisodeBatch, ref_scores: th.Tensor, log_probs: th.Tensor | None) -> None:
+    def _stops_early(self, epoch: int, approx_kl: float) -> bool:
+        """:return: whether the epochs stop here: the policy moved beyond ``1.5 * target_kl`` from the update's start"""
+        if self.target_kl is None or approx_kl <= 1.5 * self.target_kl:
+            return False
+        if self.verbose >= 1:
+            print(f"Early stopping at epoch {epoch} due to reaching max kl: {approx_kl:.2f}")
+        return True
+
+    def _streamed_epoch(
+        self,
+        group: GroupView,
+        epoch_pass: GroupPass,
+        ref_scores: th.Tensor,
+        norm_returns: th.Tensor,
+        coefs: tuple[float, float],
+        epoch: int,
+    ) -> EpochOutcome:
+        """
+        One exact epoch on a group read in place, after its pass 1 (:meth:`_group_pass`): the loss terms from the
+        per-episode sums, then pass 2 with each chunk's coefficients formed as it is read.
+
+        :param coefs: ``(weight_ent_coef, ref_kl_coef)`` of this update
+        """
+        weight_ent_coef, ref_kl_coef = coefs
+        if self._stops_early(epoch, epoch_pass.approx_kl):
+            return EpochOutcome(None, 0.0, epoch_pass.policy_entropy, epoch_pass.approx_kl, epoch_pass.scores)
+        scores, lengths, score = epoch_pass.scores, group.lengths, self.trajectory_score
+        if epoch_pass.credit_sums is None:
+            terms = haepo_loss(scores, ref_scores, norm_returns, weight_ent_coef, ref_kl_coef)
+            # c_k = dJ/dL_k (M,), times dL_k/dlog pi_t for each chunk's steps
+            score_grad = haepo_score_gradient(scores, ref_scores, norm_returns, weight_ent_coef, ref_kl_coef)
+
+            def step_coef(chunk: GroupChunk) -> th.Tensor:
+                return score_grad[chunk.episode_index] * score_step_scale(chunk.episode_index, lengths, score)
+
+        else:
+            regularisers = haepo_loss(scores, ref_scores, th.zeros_like(scores), weight_ent_coef, ref_kl_coef)
+            # step_credit_loss's surrogate term from the per-episode sums: -sum_k w_k sum_t dL_k/dlog pi_t A log pi
+            return_loss = -(regularisers.log_weights.exp() * epoch_pass.credit_sums).sum()
+            terms = regularisers._replace(loss=return_loss + regularisers.loss, return_loss=return_loss)
+            step_advantages = group.slot("advantages")
+
+            def step_coef(chunk: GroupChunk) -> th.Tensor:
+                scale = score_step_scale(chunk.episode_index, lengths, score)
+                chunk_advantages = step_advantages[chunk.steps].to(self.device)
+                return step_credit_coefficients(
+                    scores, ref_scores, chunk_advantages, chunk.episode_index, scale, weight_ent_coef, ref_kl_coef
+                )
+
+        grad_norm = self._score_gradient_step(group, step_coef, ent_coef=self.ent_coef)
+        return EpochOutcome(terms, grad_norm, epoch_pass.policy_entropy, epoch_pass.approx_kl, scores)
+
+    def _batch_epoch(
+        self,
+        batch: EpisodeBatch,
+        advantages: th.Tensor | None,
+        norm_returns: th.Tensor,
+        ref_scores: th.Tensor,
+        coefs: tuple[float, float],
+        clip_range: float | None,
+        logs: dict[str, list[float]],
+        epoch: int,
+        start_log_probs: th.Tensor | None,
+    ) -> EpochOutcome:
+        """
+        One epoch on a group held as a batch: the exact update when the group fits in one chunk (one forward pass
+        with its graph serves both passes), or the minibatch epochs on the clipped surrogate.
+
+        :param coefs: ``(weight_ent_coef, ref_kl_coef)`` of this update
+        :param start_log_probs: ``log pi(a_t|s_t)`` at the update's start (None at the first epoch, which sets them)
+        """
+        weight_ent_coef, ref_kl_coef = coefs
+        exact = self.minibatch_size is None and self.clip_range is None
+        n_steps = len(batch.episode_index)
+        # Pass 1: per-step log-probabilities (with a graph when the exact update holds everything in one chunk)
+        if exact:
+            log_probs, entropy = self._step_log_probs(self.policy, batch, n_steps)
+            detached_log_probs = log_probs.detach()
+        else:
+            with th.no_grad():
+                detached_log_probs, entropy = self._step_log_probs(self.policy, batch, self.batch_size)
+        policy_entropy = float(entropy.detach().mean())
+        # Without the policy-entropy bonus the per-step entropies are only logged; with it, pass 2 reuses them
+        step_entropies = entropy if exact and self.ent_coef > 0 else None
+        del entropy
+        if start_log_probs is None:
+            start_log_probs = detached_log_probs
+        # KL between the policy at the start of the update and now, per step (as in PPO)
+        log_ratio = detached_log_probs - start_log_probs
+        approx_kl = float(th.mean((th.exp(log_ratio) - 1) - log_ratio))
+        del log_ratio
+        if self._stops_early(epoch, approx_kl):
+            scores = trajectory_scores(detached_log_probs, batch.episode_index, batch.lengths, self.trajectory_score)
+            return EpochOutcome(None, 0.0, policy_entropy, approx_kl, scores, start_log_probs)
+
+        # Trajectory scores L_k (M,), the loss terms (for logging) and the per-step coefficients dJ/dlog pi_t (N,)
+        scores = trajectory_scores(detached_log_probs, batch.episode_index, batch.lengths, self.trajectory_score)
+        # dL_k / dlog pi(a_t|s_t), (N,)
+        step_scale = score_step_scale(batch.episode_index, batch.lengths, self.trajectory_score)
+        if advantages is None:
+            terms = haepo_loss(scores, ref_scores, norm_returns, weight_ent_coef, ref_kl_coef)
+            # c_k = dJ/dL_k (M,) -> per-step coefficient of log pi(a_t|s_t) (N,)
+            score_grad = haepo_score_gradient(scores, ref_scores, norm_returns, weight_ent_coef, ref_kl_coef)
+            step_coef = score_grad[batch.episode_index] * step_scale
+        else:
+            terms = step_credit_loss(
+                detached_log_probs,
+                batch.episode_index,
+                batch.lengths,
+                ref_scores,
+                advantages,
+                self.trajectory_score,
+                weight_ent_coef,
+                ref_kl_coef,
+            )
+            step_coef = step_credit_coefficients(
+                scores, ref_scores, advantages, batch.episode_index, step_scale, weight_ent_coef, ref_kl_coef
+            )
+
+        if exact:
+            # Pass 2: gradient of the surrogate sum_t step_coef_t * log pi(a_t|s_t) == grad J, and the step
+            grad_norm = self._score_gradient_step(batch, step_coef, log_probs, step_entropies, self.ent_coef)
+        else:
+            # The return term's share a_t of -step_coef: w_k s_k A_{k,t}, with the episode-level advantage
+            # A_{k,t} = Rn_k - sum_j w_j Rn_j under credit="episode" (docs/METHOD.md section 9.3)
+            weights = th.softmax(scores, 0)
+            if advantages is None:
+                step_advantages = (norm_returns - (weights * norm_returns).sum())[batch.episode_index]
+            else:
+                step_advantages = advantages
+            return_coef = weights[batch.episode_index] * step_scale * step_advantages
+            grad_norm, clip_fraction = self._minibatch_steps(batch, step_coef, return_coef, start_log_probs, clip_range)
+            logs.setdefault("clip_fraction", []).append(clip_fraction)
+        return EpochOutcome(terms, grad_norm, policy_entropy, approx_kl, scores, start_log_probs)
+
+    def _adapt_coefficients(self, group: "EpisodeBatch | GroupView", ref_scores: th.Tensor, scores: th.Tensor | None) -> None:
         """
         Adapt ``weight_ent_coef`` and ``ref_kl_coef`` (those given as ``"auto"``) once the update is done
         (docs/METHOD.md section 10), from the weights of the group under the updated policy: the weight entropy
@@ -460,20 +566,18 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         (:func:`adapt_ref_kl_coef`). Both are measured after the last step, so the KL is what the update added: at
         the first epoch it is 0 whenever the reference was just refreshed.
 
-        :param batch: the group
+        :param group: the group
         :param ref_scores: its scores under the reference policy, shape (M,)
-        :param log_probs: ``log pi(a_t|s_t)`` at the current parameters if the update already computed them (after an
-            early stop), else None: one more forward pass without a graph computes them
+        :param scores: its scores at the current parameters if the update already computed them (after an early
+            stop), else None: one more forward pass without a graph computes them
         """
-        if log_probs is None:
-            with th.no_grad():
-                log_probs, _ = self._step_log_probs(self.policy, batch, self.batch_size)
-        scores = trajectory_scores(log_probs, batch.episode_index, batch.lengths, self.trajectory_score)
+        if scores is None:
+            scores = self._episode_scores(self.policy, group, self.trajectory_score)
         diagnostics = weight_diagnostics(th.log_softmax(scores, dim=0), ref_scores)
         if self.weight_ent_coef_auto:
             target = self.target_weight_entropy
             if target is None:
-                target = default_target_weight_entropy(len(batch.returns))
+                target = default_target_weight_entropy(len(group.returns))
             self.logger.record("train/target_weight_entropy", target)
             self.logger.record("train/post_update_weight_entropy", diagnostics["weight_entropy"])
             self.weight_ent_coef = adapt_weight_ent_coef(self.weight_ent_coef, diagnostics["weight_entropy"], target)
