@@ -554,13 +554,13 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         n_episodes, device = len(group.lengths), self.device
         totals = th.zeros(n_episodes, device=device)
         credit_sums = th.zeros(n_episodes, device=device)
-        entropy_sum = 0.0
+        entropy_sum = th.zeros((), device=device)
         start_log_probs, kl_terms = group.slot("start_log_probs"), group.slot("kl_terms")
         step_advantages = group.slot("advantages")
         with th.no_grad():
             for chunk, log_probs, entropy in self._iter_step_log_probs(policy, group, self.batch_size):
                 totals.index_add_(0, chunk.episode_index, log_probs)
-                entropy_sum += float(entropy.sum())
+                entropy_sum += entropy.sum()
                 if kl == "record":
                     start_log_probs[chunk.steps] = log_probs.cpu()
                 elif kl == "measure":
@@ -572,7 +572,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
                     credit_sums.index_add_(0, chunk.episode_index, scale * chunk_advantages * log_probs)
         return GroupPass(
             scores=scores_from_log_prob_sums(totals, group.lengths, score),
-            policy_entropy=entropy_sum / group.n_steps,
+            policy_entropy=float(entropy_sum) / group.n_steps,
             # The mean over the steps as one tensor's mean (as over a batch's vector of N steps)
             approx_kl=float(kl_terms.mean()) if kl == "measure" else 0.0,
             credit_sums=credit_sums if advantages else None,

@@ -289,11 +289,14 @@ def reward_to_go_advantages_into(
             reward_to_go = float(reversed_g[-1])
     # 2. b_t over the episodes that reach t, a window of times at a time; G - b written back
     squares = 0.0
+    # The episodes that reach the window, in episode order (it only shrinks: each episode is visited once per window
+    # it reaches)
+    reaching = [k for k, length in enumerate(lengths) if length > 0]
     for window_start in range(0, max(lengths), chunk_steps):
         window = min(chunk_steps, max(lengths) - window_start)
         totals = np.zeros(window, dtype=np.float64)
         counts = np.zeros(window, dtype=np.float64)
-        reaching = [k for k, length in enumerate(lengths) if length > window_start]
+        reaching = [k for k in reaching if lengths[k] > window_start]
         for k in reaching:
             values = out[k][window_start : window_start + window]
             totals[: len(values)] += values

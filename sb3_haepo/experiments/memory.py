@@ -633,7 +633,7 @@ def render_memory(
         ),
         "- **absolute peak**: the process's peak RSS during `train()`, everything included.",
         "- **buffer**: the bytes of the N steps the buffer holds (`EpisodeBuffer.bytes_per_step` times N; its arrays "
-        "are allocated by doubling, up to twice that).",
+        "are pages from a pool that grows by doubling: up to about twice that is allocated, plus a page per env).",
         "- **s / train()**: wall-clock seconds of `train()` with `n_epochs=1` (the reference policy's pass, one "
         f"epoch), dependent on the machine's load{seconds_note}",
     ]
@@ -745,11 +745,13 @@ def main(argv: list[str] | None = None) -> str:
         "--mmap-threshold",
         type=int,
         default=DEFAULTS["mmap_threshold"],
-        help="glibc's mmap threshold in each case's process, bytes (MALLOC_MMAP_THRESHOLD_)",
+        help="glibc's mmap threshold in each case's process, bytes (MALLOC_MMAP_THRESHOLD_; 0: glibc's default)",
     )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     published.add_report_arguments(parser, README_BLOCK, PUBLISHED_REPORT, "")
     args = parser.parse_args(argv)
+    if args.mmap_threshold < 0:
+        parser.error(f"--mmap-threshold must be >= 0 bytes (0: glibc's default), got {args.mmap_threshold}")
     if args.case:
         # One case, in this (fresh) process: its result as one JSON line
         line = json.dumps(measure_case(MemoryCase(**json.loads(args.case))).to_dict())
