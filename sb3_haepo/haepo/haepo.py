@@ -350,13 +350,11 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
 
         exact = self.minibatch_size is None and self.clip_range is None
         clip_range = None if self.clip_range is None else float(self.clip_range(self._current_progress_remaining))
-        n_steps = self.rollout_buffer.n_completed_steps
-        single_chunk = exact and n_steps <= self.batch_size
         per_step_credit = self.credit == "reward_to_go"
         # The group refers to the buffer's observations: no copy of them; the exact update over several chunks reads
         # everything in place (docs/METHOD.md section 2.2)
         group: EpisodeBatch | GroupView
-        if exact and not single_chunk:
+        if exact and self.rollout_buffer.n_completed_steps > self.batch_size:
             group = GroupView(self.rollout_buffer)
         else:
             group = self.rollout_buffer.get(copy_observations=False)
@@ -374,6 +372,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         logs: dict[str, list[float]] = {}
         # The coefficients this update uses (the adaptive ones change after it)
         weight_ent_coef, ref_kl_coef = self.weight_ent_coef, self.ref_kl_coef
+        coefs = (weight_ent_coef, ref_kl_coef)
         # The scores at the current parameters, when known (after an early stop)
         current_scores: th.Tensor | None = None
         # The batch path's log pi(a_t|s_t) at the update's start (N,)
@@ -383,11 +382,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             if isinstance(group, GroupView):
                 kl_mode: Literal["record", "measure"] = "record" if epoch == 0 else "measure"
                 epoch_pass = self._group_pass(self.policy, group, self.trajectory_score, kl_mode, per_step_credit)
-                outcome = self._streamed_epoch(
-                    group, epoch_pass, ref_scores, norm_returns, (weight_ent_coef, ref_kl_coef), epoch
-                )
+                outcome = self._streamed_epoch(group, epoch_pass, ref_scores, norm_returns, coefs, epoch)
             else:
-                coefs = (weight_ent_coef, ref_kl_coef)
                 outcome = self._batch_epoch(
                     group, advantages, norm_returns, ref_scores, coefs, clip_range, logs, epoch, start_log_probs
                 )
