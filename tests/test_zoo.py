@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from stable_baselines3.common.vec_env import VecNormalize
 
 pytest.importorskip("rl_zoo3", reason="needs the zoo extras: pip install 'sb3_haepo[zoo]'")
 optuna = pytest.importorskip("optuna", reason="needs the zoo extras: pip install 'sb3_haepo[zoo]'")
@@ -443,25 +444,46 @@ def test_yml_entry_builds_model(env_id: str, algo: str, tmp_path: Path) -> None:
     env.close()
 
 
+def bundled_entry_model(env_id: str, tmp_path: Path) -> tuple[HAEPO, HAEPO]:
+    """:return: the model the zoo builds from the bundled haepo.yml's entry for ``env_id``, and HAEPO's defaults"""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    haepo_zoo.register()
+    manager = ExperimentManager(
+        argparse.Namespace(), "haepo", env_id, str(tmp_path), config=str(PACKAGE_HYPERPARAMS / "haepo.yml")
+    )
+    result = manager.setup_experiment()
+    assert result is not None
+    model, _ = result
+    return model, HAEPO("MlpPolicy", env_id, device="cpu")
+
+
+DEFAULT_NAMES = ("credit", "n_epochs", "minibatch_size", "gamma", "trajectory_score", "weight_ent_coef", "ref_kl_coef")
+
+
 def test_yml_cartpole_entry_is_the_defaults_with_a_decaying_rate(tmp_path: Path) -> None:
     """
     haepo.yml's CartPole entry (docs/LEARNING.md entry 16) reaches the model as documented: 8 envs, 4 episodes per
     group, a learning rate decaying linearly from 3e-3 to 0, and HAEPO's defaults for everything else.
     """
-    from rl_zoo3.exp_manager import ExperimentManager
-
-    haepo_zoo.register()
-    manager = ExperimentManager(
-        argparse.Namespace(), "haepo", "CartPole-v1", str(tmp_path), config=str(PACKAGE_HYPERPARAMS / "haepo.yml")
-    )
-    result = manager.setup_experiment()
-    assert result is not None
-    model, _ = result
-    defaults = HAEPO("MlpPolicy", "CartPole-v1", device="cpu")
+    model, defaults = bundled_entry_model("CartPole-v1", tmp_path)
     assert (model.n_envs, model.n_episodes) == (8, 4)
     assert model.lr_schedule(1.0) == pytest.approx(0.003)
     assert model.lr_schedule(0.25) == pytest.approx(0.00075)
-    for name in ("credit", "n_epochs", "minibatch_size", "gamma", "trajectory_score", "weight_ent_coef", "ref_kl_coef"):
+    for name in DEFAULT_NAMES:
+        assert getattr(model, name) == getattr(defaults, name), name
+    model.get_env().close()
+
+
+def test_yml_acrobot_entry_is_the_defaults_with_16_envs(tmp_path: Path) -> None:
+    """
+    haepo.yml's Acrobot entry (docs/LEARNING.md entry 19) reaches the model as documented: the zoo PPO's 16 envs, no
+    observation normalisation, and HAEPO's defaults for everything else (learning rate and group size included).
+    """
+    model, defaults = bundled_entry_model("Acrobot-v1", tmp_path)
+    assert model.n_envs == 16 and not isinstance(model.get_env(), VecNormalize)
+    assert model.lr_schedule(0.5) == defaults.lr_schedule(0.5) and model.clip_range(0.5) == defaults.clip_range(0.5)
+    for name in (*DEFAULT_NAMES, "n_episodes", "batch_size", "max_grad_norm", "target_kl", "ent_coef"):
         assert getattr(model, name) == getattr(defaults, name), name
     model.get_env().close()
 
