@@ -231,8 +231,6 @@ class EpisodeBuffer:
             # Some envs' last page is full (or they have none): each gets a new one
             for env_idx in np.flatnonzero(self._tail_rows >= self.page_rows):
                 page = self._new_page()
-                if not self.env_pages[env_idx]:
-                    self.env_offsets[env_idx] = 0
                 self.env_pages[env_idx].append(page)
                 self._tail_pages[env_idx] = page
                 self._tail_rows[env_idx] = 0
@@ -368,10 +366,11 @@ class EpisodeBuffer:
         positions = np.empty(int(lengths.sum()), dtype=np.int64)
         offset = 0
         for env_idx, start, length in zip(envs.tolist(), starts.tolist(), lengths.tolist(), strict=True):
-            rows = int(self.env_offsets[env_idx]) + start + np.arange(length)
-            pages = np.asarray(self.env_pages[env_idx], dtype=np.int64)[rows // self.page_rows]
-            positions[offset : offset + length] = pages * self.page_rows + rows % self.page_rows
-            offset += length
+            for page, first, stop in self.row_segments(env_idx, start, start + length):
+                positions[offset : offset + stop - first] = np.arange(
+                    page * self.page_rows + first, page * self.page_rows + stop
+                )
+                offset += stop - first
         return positions, np.repeat(np.arange(len(lengths)), lengths)
 
     def flat(self, array: np.ndarray) -> np.ndarray:
@@ -458,17 +457,17 @@ class GroupView:
         if buffer.n_completed == 0:
             raise ValueError("The buffer holds no completed episode")
         self.buffer = buffer
-        self.envs, self.starts, episode_lengths = buffer.episode_layout()
-        self.lengths = th.as_tensor(episode_lengths, device=buffer.device)
+        self.envs, self.starts, self.episode_lengths = buffer.episode_layout()
+        self.lengths = th.as_tensor(self.episode_lengths, device=buffer.device)
         self.returns = th.as_tensor(np.asarray(buffer._completed_returns, dtype=np.float32), device=buffer.device)
-        self.n_steps = int(episode_lengths.sum())
+        self.n_steps = int(self.episode_lengths.sum())
 
     def chunks(self, chunk_steps: int) -> Iterator[GroupChunk]:
         """
         :param chunk_steps: the number of steps of each chunk (the last one may be shorter)
         :return: the group's steps in order, ``chunk_steps`` at a time
         """
-        lengths = self.lengths.cpu().numpy()
+        lengths = self.episode_lengths
         episode, time = 0, 0
         for start in range(0, self.n_steps, chunk_steps):
             stop = min(start + chunk_steps, self.n_steps)
@@ -512,7 +511,7 @@ class GroupView:
         ``"advantages"`` slot, with :func:`~sb3_haepo.common.utils.reward_to_go_advantages_into`: nothing per step
         is allocated.
         """
-        lengths = self.lengths.cpu().numpy().tolist()
+        lengths = self.episode_lengths.tolist()
         out = self.slot("advantages").numpy()
         # The rewards are copied to the slot in step order, then turned into advantages there, episode by episode
         views, offset = [], 0

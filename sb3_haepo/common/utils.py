@@ -169,11 +169,24 @@ def discounted_reward_to_go(rewards: th.Tensor, episode_lengths: th.Tensor, gamm
     start = 0
     for length in episode_lengths.cpu().numpy().tolist():
         end = start + int(length)
-        # Reversed in time, G is a first-order recursion: y[n] = x[n] + gamma * y[n - 1]
-        episode_rewards = numpy_rewards[start:end][::-1].astype(np.float64)
-        reward_to_go[start:end] = lfilter([1.0], [1.0, -gamma], episode_rewards)[::-1]
+        _episode_reward_to_go(numpy_rewards[start:end], reward_to_go[start:end], gamma, max(1, int(length)))
         start = end
     return th.as_tensor(reward_to_go, device=rewards.device)
+
+
+def _episode_reward_to_go(rewards: np.ndarray, out: np.ndarray, gamma: float, chunk_steps: int) -> None:
+    """
+    Write ``G_t = r_t + gamma G_{t+1}`` of one episode to ``out`` (which may be ``rewards`` itself), backwards
+    ``chunk_steps`` steps at a time: reversed in time, G is the first-order recursion ``y[n] = x[n] + gamma y[n - 1]``
+    (``scipy.signal.lfilter`` in float64), whose state ``gamma G_{t+1}`` is carried from chunk to chunk in float64;
+    each value is rounded to ``out``'s dtype as it is written.
+    """
+    reward_to_go = 0.0
+    for stop in range(len(rewards), 0, -chunk_steps):
+        start = max(0, stop - chunk_steps)
+        reversed_g, _ = lfilter([1.0], [1.0, -gamma], rewards[start:stop][::-1].astype(np.float64), zi=[gamma * reward_to_go])
+        out[start:stop] = reversed_g[::-1]
+        reward_to_go = float(reversed_g[-1])
 
 
 def check_non_negative(name: str, value: float) -> None:
@@ -278,15 +291,9 @@ def reward_to_go_advantages_into(
     lengths = [len(episode) for episode in rewards]
     if sum(lengths) == 0:
         return
-    # 1. G, backwards a chunk at a time: the state of the recursion, reversed in time, is gamma * G_{t+1}
+    # 1. G, backwards a chunk at a time
     for episode_rewards, episode_out in zip(rewards, out, strict=True):
-        reward_to_go = 0.0
-        for stop in range(len(episode_rewards), 0, -chunk_steps):
-            start = max(0, stop - chunk_steps)
-            reversed_rewards = episode_rewards[start:stop][::-1].astype(np.float64)
-            reversed_g, _ = lfilter([1.0], [1.0, -gamma], reversed_rewards, zi=[gamma * reward_to_go])
-            episode_out[start:stop] = reversed_g[::-1]
-            reward_to_go = float(reversed_g[-1])
+        _episode_reward_to_go(episode_rewards, episode_out, gamma, chunk_steps)
     # 2. b_t over the episodes that reach t, a window of times at a time; G - b written back
     squares = 0.0
     # The episodes that reach the window, in episode order (it only shrinks: each episode is visited once per window
@@ -471,10 +478,31 @@ def step_credit_loss(
     :return: the loss and each of its terms (``return_loss`` is the surrogate's first term)
     """
     scores = trajectory_scores(step_log_probs, episode_index, episode_lengths, score)
-    regularisers = haepo_loss(scores, ref_scores, th.zeros_like(scores), weight_ent_coef, ref_kl_coef)
-    weights = regularisers.log_weights.detach().exp()
     scale = score_step_scale(episode_index, episode_lengths, score, step_log_probs.dtype)
-    return_loss = -(weights[episode_index] * scale * advantages.detach() * step_log_probs).sum()
+    credit_sums = segment_sum(scale * advantages.detach() * step_log_probs, episode_index, len(episode_lengths))
+    return step_credit_loss_from_sums(scores, ref_scores, credit_sums, weight_ent_coef, ref_kl_coef)
+
+
+def step_credit_loss_from_sums(
+    scores: th.Tensor,
+    ref_scores: th.Tensor,
+    credit_sums: th.Tensor,
+    weight_ent_coef: float,
+    ref_kl_coef: float,
+) -> HAEPOLoss:
+    """
+    :func:`step_credit_loss` from each episode's sum ``Q_k = sum_{t in k} dL_k/dlog pi_t A_{k,t} log pi(a_t|s_t)``,
+    for an update that accumulates them a chunk of steps at a time: the first term is ``-sum_k wbar_k Q_k``.
+
+    :param scores: ``L_k``, shape (M,) (the weights of the first term are held constant)
+    :param ref_scores: ``L^ref_k``, shape (M,)
+    :param credit_sums: ``Q_k``, shape (M,)
+    :param weight_ent_coef: ``beta``
+    :param ref_kl_coef: ``lam``
+    :return: the loss and each of its terms (``return_loss`` is the surrogate's first term)
+    """
+    regularisers = haepo_loss(scores, ref_scores, th.zeros_like(scores), weight_ent_coef, ref_kl_coef)
+    return_loss = -(regularisers.log_weights.detach().exp() * credit_sums).sum()
     return HAEPOLoss(
         return_loss + regularisers.loss,
         return_loss,

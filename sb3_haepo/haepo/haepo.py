@@ -32,6 +32,7 @@ from sb3_haepo.common.utils import (
     score_step_scale,
     step_credit_coefficients,
     step_credit_loss,
+    step_credit_loss_from_sums,
     trajectory_scores,
     weight_diagnostics,
 )
@@ -455,10 +456,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 return score_grad[chunk.episode_index] * score_step_scale(chunk.episode_index, lengths, score)
 
         else:
-            regularisers = haepo_loss(scores, ref_scores, th.zeros_like(scores), weight_ent_coef, ref_kl_coef)
-            # step_credit_loss's surrogate term from the per-episode sums: -sum_k w_k sum_t dL_k/dlog pi_t A log pi
-            return_loss = -(regularisers.log_weights.exp() * epoch_pass.credit_sums).sum()
-            terms = regularisers._replace(loss=return_loss + regularisers.loss, return_loss=return_loss)
+            terms = step_credit_loss_from_sums(scores, ref_scores, epoch_pass.credit_sums, weight_ent_coef, ref_kl_coef)
             step_advantages = group.slot("advantages")
 
             def step_coef(chunk: GroupChunk) -> th.Tensor:
