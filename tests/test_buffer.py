@@ -14,7 +14,7 @@ from stable_baselines3.common.callbacks import StopTrainingOnMaxEpisodes
 from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from sb3_haepo import HAEPO, EpisodeBuffer
+from sb3_haepo import DPO, GRPO, HAEPO, EpisodeBuffer
 from sb3_haepo.common import buffers
 from sb3_haepo.common.buffers import GroupView
 from sb3_haepo.common.type_aliases import EpisodeBatch
@@ -305,3 +305,13 @@ def test_memory_follows_the_steps_held_when_one_env_runs_long(page_rows):
     assert buffer.n_in_progress_steps == 0 and 3000 in buffer.get().lengths.tolist()
     assert most_held < 3000 + 7 * 40
     assert buffer.capacity <= 2 * (most_held + 2 * 8 * page_rows), (buffer.capacity, most_held)
+
+
+@pytest.mark.parametrize("algo", [HAEPO, GRPO, DPO])
+@pytest.mark.parametrize(("lengths", "expected"), [((1, 2, 3, 4), 46**0.5 / 2), ((3,), 0.0)])
+def test_logged_return_std(algo, lengths, expected):
+    """train/return_std is the group's population std of returns: episodes of 1-4 steps return 1, 3, 6 and 10."""
+    model = algo("MlpPolicy", CountingEnv(lengths=lengths), n_episodes=4, gamma=1.0, n_epochs=1, seed=0)
+    model.learn(sum(lengths) * 4 // len(lengths))
+    assert model._n_train_calls == 1
+    assert model.logger.name_to_value["train/return_std"] == pytest.approx(expected, abs=1e-6)

@@ -249,6 +249,7 @@ def test_logged_diagnostics(tmp_path):
         "train/effective_n_episodes",
         "train/ref_kl",
         "train/mean_episode_length",
+        "train/return_std",
         "train/grad_norm",
         "train/learning_rate",
         "train/approx_kl",
