@@ -315,3 +315,12 @@ def test_logged_return_std(algo, lengths, expected):
     model.learn(sum(lengths) * 4 // len(lengths))
     assert model._n_train_calls == 1
     assert model.logger.name_to_value["train/return_std"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_logged_return_std_is_zero_for_equal_discounted_returns():
+    """Equal float32 returns whose float32 mean is inexact (gamma 0.99, 8 episodes of 7 steps) still log exactly 0."""
+    returns = th.full((8,), sum(0.99**t * (t + 1) for t in range(7)), dtype=th.float32)
+    assert float(returns.std(unbiased=False)) > 0  # the float32 rounding the float64 metric avoids
+    model = HAEPO("MlpPolicy", CountingEnv(lengths=(7,)), n_episodes=8, gamma=0.99, n_epochs=1, seed=0)
+    model.learn(56)
+    assert model.logger.name_to_value["train/return_std"] == 0.0

@@ -641,8 +641,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self.logger.record("train/n_episodes", len(batch.returns))
         self.logger.record("train/mean_episode_length", float(batch.lengths.float().mean()))
         self.logger.record("train/mean_return", float(batch.returns.mean()))
-        # 0: every episode of the group had the same return, so a z-scored return carries no signal
-        self.logger.record("train/return_std", float(batch.returns.std(unbiased=False)))
+        # 0: every episode of the group had the same return. In float64, so that equal float32 returns give exactly 0
+        self.logger.record("train/return_std", float(batch.returns.double().std(unbiased=False)))
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
