@@ -42,6 +42,11 @@ class EpisodeBuffer:
     per step that an update writes in place (:data:`UPDATE_SLOTS`, read through :class:`GroupView`), as SB3's
     ``RolloutBuffer`` holds its advantages and returns: an update that uses them allocates nothing per step.
 
+    With ``episode_noise_shape``, the buffer also holds one float32 array of that shape per episode, the noise the
+    episode was collected with (held logit noise, :mod:`sb3_haepo.common.exploration`): ``current_noise[i]`` is env
+    ``i``'s episode in progress's, set by the caller with :meth:`set_current_noise` when the episode starts, and kept
+    with the episode when :meth:`end_episodes` closes it. Nothing is stored per step.
+
     :param observation_space: Observation space
     :param action_space: Action space
     :param n_envs: Number of parallel environments
@@ -49,6 +54,7 @@ class EpisodeBuffer:
     :param device: PyTorch device of the tensors returned by :meth:`get` and read through :class:`GroupView`
     :param initial_capacity: Number of steps allocated at first (at least one page per env; the pool grows as needed)
     :param page_rows: Rows per page (None: :data:`PAGE_ROWS`)
+    :param episode_noise_shape: Shape of the noise held per episode (None: no noise is held)
     """
 
     observations: np.ndarray | dict[str, np.ndarray]
@@ -62,6 +68,7 @@ class EpisodeBuffer:
         device: th.device | str = "auto",
         initial_capacity: int = 1024,
         page_rows: int | None = None,
+        episode_noise_shape: tuple[int, ...] | None = None,
     ):
         page_rows = PAGE_ROWS if page_rows is None else page_rows
         if page_rows < 1:
@@ -74,6 +81,7 @@ class EpisodeBuffer:
         self.gamma = gamma
         self.device = get_device(device)
         self.page_rows = page_rows
+        self.episode_noise_shape = episode_noise_shape
         self.initial_pages = max(n_envs, -(-initial_capacity // page_rows))
         self.reset()
 
@@ -117,6 +125,11 @@ class EpisodeBuffer:
         self._completed_lengths: list[int] = []
         self._completed_returns: list[float] = []
         self._completed_truncated: list[bool] = []
+        # Held noise (episode_noise_shape): each env's episode in progress's, and each completed episode's
+        self.current_noise: np.ndarray | None = None
+        self._completed_noise: list[np.ndarray] = []
+        if self.episode_noise_shape is not None:
+            self.current_noise = np.zeros((self.n_envs, *self.episode_noise_shape), dtype=np.float32)
 
     @property
     def capacity(self) -> int:
@@ -260,6 +273,19 @@ class EpisodeBuffer:
         self._current_discounts *= self.gamma
         self.current_lengths += 1
 
+    def set_current_noise(self, env_indices: np.ndarray, noise: np.ndarray | th.Tensor) -> None:
+        """
+        Set the held noise of some envs' episodes in progress (call it when they start, before their first step).
+
+        :param env_indices: the envs, shape (n,)
+        :param noise: their noise, shape (n, *episode_noise_shape)
+        """
+        if self.current_noise is None:
+            raise ValueError("This buffer holds no noise: create it with episode_noise_shape")
+        if isinstance(noise, th.Tensor):
+            noise = noise.cpu().numpy()
+        self.current_noise[env_indices] = noise
+
     def _start_new_episodes(self, env_indices: np.ndarray) -> None:
         self.current_lengths[env_indices] = 0
         self.current_returns[env_indices] = 0.0
@@ -288,6 +314,8 @@ class EpisodeBuffer:
             self._completed_lengths.append(length)
             self._completed_returns.append(float(self.current_returns[env_idx]))
             self._completed_truncated.append(bool(truncated[env_idx]) if truncated is not None else False)
+            if self.current_noise is not None:
+                self._completed_noise.append(self.current_noise[env_idx].copy())
         self._start_new_episodes(env_indices)
         return n_dropped
 
@@ -340,6 +368,13 @@ class EpisodeBuffer:
             np.asarray(self._completed_starts, dtype=np.int64),
             np.asarray(self._completed_lengths, dtype=np.int64),
         )
+
+    def completed_noise(self) -> th.Tensor | None:
+        """:return: the held noise of each completed episode, in completion order, shape (M, *episode_noise_shape), on
+        the buffer's device (None: the buffer holds no noise)"""
+        if self.episode_noise_shape is None:
+            return None
+        return th.as_tensor(np.asarray(self._completed_noise, dtype=np.float32), device=self.device)
 
     def row_segments(self, env_idx: int, first: int, stop: int) -> list[tuple[int, int, int]]:
         """
@@ -412,6 +447,7 @@ class EpisodeBuffer:
             truncated=np.asarray(self._completed_truncated, dtype=bool),
             env_indices=np.asarray(self._completed_envs, dtype=np.int64),
             observation_positions=observation_positions,
+            episode_noise=self.completed_noise(),
         )
 
     def pop_completed(self) -> int:
@@ -431,6 +467,7 @@ class EpisodeBuffer:
         self._completed_lengths.clear()
         self._completed_returns.clear()
         self._completed_truncated.clear()
+        self._completed_noise.clear()
         return n_before - self.size
 
 
@@ -460,6 +497,8 @@ class GroupView:
         self.envs, self.starts, self.episode_lengths = buffer.episode_layout()
         self.lengths = th.as_tensor(self.episode_lengths, device=buffer.device)
         self.returns = th.as_tensor(np.asarray(buffer._completed_returns, dtype=np.float32), device=buffer.device)
+        # (M, *noise_shape): the noise each episode was collected with (held logit noise), or None
+        self.episode_noise = buffer.completed_noise()
         self.n_steps = int(self.episode_lengths.sum())
 
     def chunks(self, chunk_steps: int) -> Iterator[GroupChunk]:

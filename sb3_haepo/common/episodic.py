@@ -10,13 +10,20 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_haepo.common.buffers import EpisodeBuffer, GroupView, step_observations
+from sb3_haepo.common.exploration import (
+    check_logit_noise_std,
+    logit_noise_distribution,
+    logit_noise_shape,
+    sample_logit_noise,
+)
 from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import (
     TrajectoryScore,
@@ -113,6 +120,9 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
     :param max_episode_steps: Guard for envs that never end: an episode that reaches this many steps without
         ``done`` is cut there and closed as truncated (the env itself keeps running, and its next steps start a new
         episode). Cuts are counted in ``rollout/n_cut_episodes``.
+    :param logit_noise_std: Held logit noise (:mod:`sb3_haepo.common.exploration`): the scale of a state-dependent
+        perturbation of the logits drawn at the start of each episode and held for all of it, for ``Discrete``,
+        ``MultiDiscrete`` and ``MultiBinary`` actions; the update conditions on each episode's drawn noise. 0 disables it.
     """
 
     rollout_buffer: EpisodeBuffer  # type: ignore[assignment]
@@ -144,6 +154,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         max_episode_steps: int,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
+        logit_noise_std: float = 0.0,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -194,6 +205,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
         if max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm!r}")
+        check_logit_noise_std(logit_noise_std, self.action_space, use_sde)
+        self.logit_noise_std = float(logit_noise_std)
         self.n_episodes = int(n_episodes)
         self.n_epochs = int(n_epochs)
         self.batch_size = int(batch_size)
@@ -236,7 +249,12 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self.ref_policy.set_training_mode(False)
         self.ref_policy.requires_grad_(False)
         self.rollout_buffer = EpisodeBuffer(
-            self.observation_space, self.action_space, n_envs=self.n_envs, gamma=self.gamma, device=self.device
+            self.observation_space,
+            self.action_space,
+            n_envs=self.n_envs,
+            gamma=self.gamma,
+            device=self.device,
+            episode_noise_shape=logit_noise_shape(self.policy) if self.logit_noise_std > 0 else None,
         )
 
     def _refresh_reference(self) -> None:
@@ -389,7 +407,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
                 # Convert to pytorch tensor or to TensorDict
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
                 # new to episodic: actor only, no value
-                distribution = self.policy.get_distribution(obs_tensor)
+                distribution = self._rollout_distribution(obs_tensor)
                 actions_tensor = distribution.get_actions()
                 log_probs = distribution.log_prob(actions_tensor)
             actions = actions_tensor.cpu().numpy()
@@ -448,6 +466,21 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         callback.on_rollout_end()
         return True
 
+    def _rollout_distribution(self, obs: PyTorchObs) -> Distribution:
+        """
+        :return: the distribution the next actions are sampled from: the policy's, or, with held logit noise, the
+            policy's perturbed by each env's episode noise (drawn here for the envs whose episode starts)
+        """
+        if self.logit_noise_std == 0:
+            return self.policy.get_distribution(obs)
+        buffer = self.rollout_buffer
+        assert buffer.current_noise is not None and buffer.episode_noise_shape is not None
+        starting = np.flatnonzero(buffer.current_lengths == 0)
+        if len(starting) > 0:
+            buffer.set_current_noise(starting, sample_logit_noise(len(starting), logit_noise_shape(self.policy), self.device))
+        noise = th.as_tensor(buffer.current_noise, device=self.device)
+        return logit_noise_distribution(self.policy, obs, noise, self.logit_noise_std)
+
     def _prepare_actions(self, actions: th.Tensor) -> th.Tensor:
         if isinstance(self.action_space, spaces.Discrete):
             # Convert discrete action from float to long
@@ -469,19 +502,33 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         if isinstance(batch, GroupView):
             for group_chunk in batch.chunks(batch_size):
                 actions = batch.tensor(batch.buffer.actions, group_chunk)
-                yield (group_chunk, *self._chunk_log_probs(policy, batch.observations(group_chunk), actions))
+                noise = None if batch.episode_noise is None else batch.episode_noise[group_chunk.episode_index]
+                yield (group_chunk, *self._chunk_log_probs(policy, batch.observations(group_chunk), actions, noise))
             return
         n_steps = len(batch.episode_index)
         for start in range(0, n_steps, batch_size):
             chunk = slice(start, min(start + batch_size, n_steps))
+            noise = None if batch.episode_noise is None else batch.episode_noise[batch.episode_index[chunk]]
             # Only this chunk's observations are read (and, from the buffer's storage, gathered)
-            yield (chunk, *self._chunk_log_probs(policy, step_observations(batch, chunk), batch.actions[chunk]))
+            yield (chunk, *self._chunk_log_probs(policy, step_observations(batch, chunk), batch.actions[chunk], noise))
 
     def _chunk_log_probs(
-        self, policy: ActorCriticPolicy, observations: np.ndarray | dict[str, np.ndarray], actions: th.Tensor
+        self,
+        policy: ActorCriticPolicy,
+        observations: np.ndarray | dict[str, np.ndarray],
+        actions: th.Tensor,
+        noise: th.Tensor | None = None,
     ) -> tuple[th.Tensor, th.Tensor]:
-        """:return: ``log pi(a_t|s_t)`` and the policy entropy of some steps, shape (chunk,) each"""
-        distribution = policy.get_distribution(obs_as_tensor(observations, self.device))
+        """
+        :param noise: with held logit noise, each step's episode noise, shape (chunk, latent_dim, n_logits): the
+            log-probabilities and entropies are those of the perturbed distribution the steps were sampled from
+        :return: ``log pi(a_t|s_t)`` and the policy entropy of some steps, shape (chunk,) each
+        """
+        obs = obs_as_tensor(observations, self.device)
+        if noise is None:
+            distribution = policy.get_distribution(obs)
+        else:
+            distribution = logit_noise_distribution(policy, obs, noise, self.logit_noise_std)
         log_probs = distribution.log_prob(self._prepare_actions(actions))
         entropy = distribution.entropy()
         if entropy is None:

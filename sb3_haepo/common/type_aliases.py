@@ -30,3 +30,5 @@ class EpisodeBatch(NamedTuple):
     truncated: np.ndarray  # (M,) bool, ended by a time limit or by the max_episode_steps guard
     env_indices: np.ndarray  # (M,) env of each episode
     observation_positions: np.ndarray | None = None  # (N,) row of each step in ``observations``, None: row i
+    # (M, latent_dim, n_logits) the held logit noise each episode was collected with, None: no held noise
+    episode_noise: th.Tensor | None = None

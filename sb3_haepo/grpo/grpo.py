@@ -46,6 +46,11 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         (``Box`` actions only), as in PPO. The log-probabilities the update uses are those of the gSDE Gaussian.
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE.
         Default: -1 (only sample at the beginning of the rollout)
+    :param logit_noise_std: Held logit noise, the exploration of gSDE for ``Discrete``, ``MultiDiscrete`` and
+        ``MultiBinary`` actions: at the start of every episode a noise matrix ``Z`` is drawn and, for the whole
+        episode, the logits become ``action_net(h(s)) + logit_noise_std * h(s) @ Z`` (``h``: the actor's latent
+        features). The update conditions on each episode's ``Z``, so its gradient stays exact; evaluation and
+        ``predict()`` use the unperturbed policy (docs/METHOD.md section 14). 0 (default) disables it.
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -82,6 +87,7 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         max_episode_steps: int = 100_000,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
+        logit_noise_std: float = 0.0,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -103,6 +109,7 @@ class GRPO(EpisodicOnPolicyAlgorithm):
             max_episode_steps=max_episode_steps,
             use_sde=use_sde,
             sde_sample_freq=sde_sample_freq,
+            logit_noise_std=logit_noise_std,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
