@@ -288,7 +288,8 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
     ``host:pid``), which shows how the trials of a distributed study were shared.
 
     :param trial: the Optuna trial
-    :param n_actions: size of a Box action space, 0 for discrete action spaces
+    :param n_actions: size of a Box action space (its initial log-std is sampled), 0 for discrete action spaces (their
+        ``logit_noise_std`` is sampled)
     :param n_envs: number of environments (unused, HAEPO's group size is a number of episodes)
     :param additional_args: extra arguments of the zoo (HER settings, unused)
     :return: the keyword arguments for HAEPO
@@ -318,6 +319,9 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
     if n_actions > 0:
         # Gaussian policy: initial exploration noise
         sampled_params["log_std_init"] = trial.suggest_float("log_std_init", -2.0, 1.0)
+    else:
+        # Discrete, MultiDiscrete, MultiBinary actions: held logit noise (docs/METHOD.md section 14), off or on
+        sampled_params["logit_noise_std"] = trial.suggest_categorical("logit_noise_std", [0.0, 0.3, 1.0, 3.0])
     return convert_haepo_params(sampled_params)
 
 

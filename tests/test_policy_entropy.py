@@ -10,6 +10,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 
 from sb3_haepo import GRPO, HAEPO
 from sb3_haepo.common.buffers import step_observations
+from sb3_haepo.common.exploration import logit_noise_distribution
 from sb3_haepo.common.utils import (
     haepo_loss,
     normalize_returns,
@@ -83,11 +84,16 @@ def expected_gradient(model: HAEPO) -> dict[str, th.Tensor]:
     """
     Autograd through HAEPO's whole loss on the buffer's group, at the parameters before the update: J (per-step or
     episode credit) plus the policy-entropy bonus over every step. The reference equals the policy at the first
-    update (``ref_update_interval=1``), so its scores are the policy's own, detached.
+    update (``ref_update_interval=1``), so its scores are the policy's own, detached. With held logit noise, the
+    log-probabilities are those of the perturbed policy with each step's episode noise (docs/METHOD.md section 14).
     """
     batch = model.rollout_buffer.get()
     observations = obs_as_tensor(step_observations(batch, slice(None)), model.device)
-    distribution = model.policy.get_distribution(observations)
+    if batch.episode_noise is None:
+        distribution = model.policy.get_distribution(observations)
+    else:
+        noise = batch.episode_noise[batch.episode_index]
+        distribution = logit_noise_distribution(model.policy, observations, noise, model.logit_noise_std)
     log_probs = distribution.log_prob(model._prepare_actions(batch.actions))
     entropies = distribution.entropy()
     score = model.trajectory_score
@@ -144,8 +150,11 @@ def first_update_gradients(model: HAEPO) -> tuple[dict[str, th.Tensor], list[dic
         ("CartPole-v1", {"batch_size": 16, "minibatch_size": None, "clip_range": None, "credit": "episode"}),
         ("CartPole-v1", {"minibatch_size": 100_000, "clip_range": 0.2}),
         ("Pendulum-v1", {"batch_size": 64, "minibatch_size": None, "clip_range": None}),
+        ("CartPole-v1", {"batch_size": 16, "minibatch_size": None, "clip_range": None, "logit_noise_std": 2.0}),
+        ("CartPole-v1", {"batch_size": 16, "minibatch_size": None, "clip_range": None, "credit": "episode", "logit_noise_std": 2.0}),
+        ("CartPole-v1", {"minibatch_size": 100_000, "clip_range": 0.2, "logit_noise_std": 2.0}),
     ],
-    ids=["chunks", "one-chunk", "episode-credit", "one-minibatch", "pendulum"],
+    ids=["chunks", "one-chunk", "episode-credit", "one-minibatch", "pendulum", "noise-chunks", "noise-episode", "noise-minibatch"],
 )
 def test_update_gradient_equals_autograd(env_id, kwargs):
     """

@@ -525,6 +525,7 @@ def test_sampler_and_converter() -> None:
             kwargs = haepo_zoo.sample_haepo_params(trial, n_actions, 1, {})
             assert kwargs == haepo_zoo.convert_haepo_params(trial.params)
             assert ("log_std_init" in kwargs["policy_kwargs"]) == (n_actions > 0)
+            assert ("logit_noise_std" in kwargs) == (n_actions == 0)
             assert trial.user_attrs["worker"].endswith(f":{os.getpid()}")
             HAEPO("MlpPolicy", env_id, **kwargs)
             study.tell(trial, 0.0)

@@ -21,6 +21,7 @@ respect to the parameters is the gradient of ``sum_t log pi(a_t | s_t, Z_k)``, t
 estimator stays exact (docs/METHOD.md section 14). Evaluation and ``predict()`` use the unperturbed policy.
 """
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.distributions import Distribution
@@ -36,7 +37,8 @@ def check_logit_noise_std(logit_noise_std: float, action_space: spaces.Space, us
     :raises ValueError: unless ``logit_noise_std`` is a finite number >= 0, and, when it is > 0, the actions are
         ``Discrete``, ``MultiDiscrete`` or ``MultiBinary`` (gSDE, ``use_sde``, is the held noise of ``Box`` actions)
     """
-    if isinstance(logit_noise_std, bool) or not isinstance(logit_noise_std, (int, float)) or not 0.0 <= logit_noise_std < float("inf"):
+    is_number = isinstance(logit_noise_std, (int, float, np.integer, np.floating)) and not isinstance(logit_noise_std, bool)
+    if not is_number or not 0.0 <= logit_noise_std < float("inf"):
         raise ValueError(f"logit_noise_std must be a finite number >= 0 (0 disables it), got {logit_noise_std!r}")
     if logit_noise_std > 0 and not isinstance(action_space, LOGIT_NOISE_SPACES):
         raise ValueError(
@@ -49,9 +51,8 @@ def check_logit_noise_std(logit_noise_std: float, action_space: spaces.Space, us
 
 def logit_noise_shape(policy: ActorCriticPolicy) -> tuple[int, int]:
     """:return: the shape of one episode's noise matrix ``Z``: ``(latent_dim, n_logits)`` of the policy's actor"""
-    n_logits = policy.action_net.out_features
-    assert isinstance(n_logits, int)
-    return int(policy.mlp_extractor.latent_dim_pi), n_logits
+    assert isinstance(policy.action_net, th.nn.Linear), f"Expected a linear action head, got {policy.action_net}"
+    return int(policy.mlp_extractor.latent_dim_pi), int(policy.action_net.out_features)
 
 
 def sample_logit_noise(n: int, shape: tuple[int, int], device: th.device | str = "cpu") -> th.Tensor:
