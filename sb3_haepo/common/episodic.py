@@ -205,7 +205,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
         if max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm!r}")
-        check_logit_noise_std(logit_noise_std, self.action_space, use_sde)
+        # Without an env (a model being loaded) the action space is checked in _setup_model
+        check_logit_noise_std(logit_noise_std, getattr(self, "action_space", None), use_sde)
         self.logit_noise_std = float(logit_noise_std)
         self.n_episodes = int(n_episodes)
         self.n_epochs = int(n_epochs)
@@ -238,6 +239,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
     def _setup_model(self) -> None:
         # Not calling OnPolicyAlgorithm._setup_model, which allocates a fixed (n_steps, n_envs) RolloutBuffer
         self._check_observation_space()
+        check_logit_noise_std(self.logit_noise_std, self.action_space, self.use_sde)
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         if "net_arch" not in self.policy_kwargs and not issubclass(self.policy_class, ActorCriticCnnPolicy):

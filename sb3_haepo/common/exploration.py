@@ -32,15 +32,16 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 LOGIT_NOISE_SPACES = (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
 
-def check_logit_noise_std(logit_noise_std: float, action_space: spaces.Space, use_sde: bool) -> None:
+def check_logit_noise_std(logit_noise_std: float, action_space: spaces.Space | None, use_sde: bool) -> None:
     """
+    :param action_space: the action space (None: not known yet, e.g. a model being loaded: not checked)
     :raises ValueError: unless ``logit_noise_std`` is a finite number >= 0, and, when it is > 0, the actions are
         ``Discrete``, ``MultiDiscrete`` or ``MultiBinary`` (gSDE, ``use_sde``, is the held noise of ``Box`` actions)
     """
     is_number = isinstance(logit_noise_std, (int, float, np.integer, np.floating)) and not isinstance(logit_noise_std, bool)
     if not is_number or not 0.0 <= logit_noise_std < float("inf"):
         raise ValueError(f"logit_noise_std must be a finite number >= 0 (0 disables it), got {logit_noise_std!r}")
-    if logit_noise_std > 0 and not isinstance(action_space, LOGIT_NOISE_SPACES):
+    if logit_noise_std > 0 and action_space is not None and not isinstance(action_space, LOGIT_NOISE_SPACES):
         raise ValueError(
             f"logit_noise_std={logit_noise_std!r} perturbs the logits of Discrete, MultiDiscrete or MultiBinary actions, "
             f"but the action space is {action_space}: for Box actions use use_sde=True (gSDE) instead"
