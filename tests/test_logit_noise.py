@@ -8,10 +8,10 @@ bad input.
 import numpy as np
 import pytest
 import torch as th
-from stable_baselines3.common.callbacks import CallbackList
-from stable_baselines3.common.utils import obs_as_tensor
 from gymnasium import spaces
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.utils import obs_as_tensor
 
 from sb3_haepo import DPO, GRPO, HAEPO, EpisodeBuffer
 from sb3_haepo.common.buffers import GroupView, step_observations
@@ -112,22 +112,29 @@ def collect_one_group(model):
     return model.rollout_buffer.get()
 
 
-@pytest.mark.parametrize("algo", [HAEPO, GRPO, DPO])
-def test_update_sees_the_log_probs_the_actions_were_sampled_with(algo):
+@pytest.mark.parametrize(
+    "algo, policy_kwargs",
+    [(HAEPO, None), (GRPO, None), (DPO, None), (HAEPO, {"share_features_extractor": False})],
+    ids=["haepo", "grpo", "dpo", "haepo-separate-extractors"],
+)
+def test_update_sees_the_log_probs_the_actions_were_sampled_with(algo, policy_kwargs):
     """
-    With 3 envs (episodes of different lengths, some carried over), the stored log-probabilities (sampled under each env's held noise) equal those the update computes
-    from each episode's stored noise, in batches and through the in-place view; without the noise they differ. Every
-    episode has its own noise, the same for all of its steps.
+    With 3 envs (episodes of different lengths, some carried over), the stored log-probabilities (sampled under each
+    env's held noise) equal those the update computes from each episode's stored noise, in batches and through the
+    in-place view, so every step was sampled with its episode's noise; without the noise they differ. Every episode
+    has its own noise.
     """
     env = make_vec_env("CartPole-v1", n_envs=3, seed=0)
-    model = algo("MlpPolicy", env, logit_noise_std=3.0, n_episodes=6, seed=0)
+    model = algo("MlpPolicy", env, logit_noise_std=3.0, n_episodes=6, seed=0, policy_kwargs=policy_kwargs)
     batch = collect_one_group(model)
     assert batch.episode_noise is not None and len(batch.episode_noise) == len(batch.lengths) >= 6
     # Distinct episodes hold distinct noise
     assert len(th.unique(batch.episode_noise[:, 0, 0])) == len(batch.lengths)
     with th.no_grad():
         log_probs, _ = model._step_log_probs(model.policy, batch, 4)
-        view_log_probs = th.cat([chunk[1] for chunk in model._iter_step_log_probs(model.policy, GroupView(model.rollout_buffer), 4)])
+        view_log_probs = th.cat(
+            [chunk[1] for chunk in model._iter_step_log_probs(model.policy, GroupView(model.rollout_buffer), 4)]
+        )
         obs = obs_as_tensor(step_observations(batch, slice(None)), model.device)
         unconditioned = model.policy.get_distribution(obs).log_prob(model._prepare_actions(batch.actions))
     assert th.allclose(log_probs, batch.behaviour_log_probs, atol=1e-5)
@@ -137,7 +144,9 @@ def test_update_sees_the_log_probs_the_actions_were_sampled_with(algo):
 
 def test_noise_is_drawn_per_episode_and_reproducible():
     """The same seed gives the same noise and episodes; evaluation (predict) does not use the noise."""
-    groups = [collect_one_group(HAEPO("MlpPolicy", "CartPole-v1", logit_noise_std=1.0, n_episodes=3, seed=7)) for _ in range(2)]
+    groups = [
+        collect_one_group(HAEPO("MlpPolicy", "CartPole-v1", logit_noise_std=1.0, n_episodes=3, seed=7)) for _ in range(2)
+    ]
     assert th.equal(groups[0].episode_noise, groups[1].episode_noise)
     assert th.equal(groups[0].actions, groups[1].actions)
     model = HAEPO("MlpPolicy", "CartPole-v1", logit_noise_std=100.0, seed=0)

@@ -151,10 +151,22 @@ def first_update_gradients(model: HAEPO) -> tuple[dict[str, th.Tensor], list[dic
         ("CartPole-v1", {"minibatch_size": 100_000, "clip_range": 0.2}),
         ("Pendulum-v1", {"batch_size": 64, "minibatch_size": None, "clip_range": None}),
         ("CartPole-v1", {"batch_size": 16, "minibatch_size": None, "clip_range": None, "logit_noise_std": 2.0}),
-        ("CartPole-v1", {"batch_size": 16, "minibatch_size": None, "clip_range": None, "credit": "episode", "logit_noise_std": 2.0}),
+        (
+            "CartPole-v1",
+            {"batch_size": 16, "minibatch_size": None, "clip_range": None, "credit": "episode", "logit_noise_std": 2.0},
+        ),
         ("CartPole-v1", {"minibatch_size": 100_000, "clip_range": 0.2, "logit_noise_std": 2.0}),
     ],
-    ids=["chunks", "one-chunk", "episode-credit", "one-minibatch", "pendulum", "noise-chunks", "noise-episode", "noise-minibatch"],
+    ids=[
+        "chunks",
+        "one-chunk",
+        "episode-credit",
+        "one-minibatch",
+        "pendulum",
+        "noise-chunks",
+        "noise-episode",
+        "noise-minibatch",
+    ],
 )
 def test_update_gradient_equals_autograd(env_id, kwargs):
     """

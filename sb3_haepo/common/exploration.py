@@ -25,7 +25,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.distributions import Distribution
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs
 
 # The action spaces whose distribution is parameterised by logits
@@ -79,7 +79,8 @@ def logit_noise_distribution(policy: ActorCriticPolicy, obs: PyTorchObs, noise: 
 
     :param noise: each observation's noise matrix, shape (batch, latent_dim, n_logits)
     """
-    features = policy.extract_features(obs, policy.pi_features_extractor)
+    # As ActorCriticPolicy.get_distribution: the actor's features extractor, through BasePolicy's method
+    features = BasePolicy.extract_features(policy, obs, policy.pi_features_extractor)
     latent = policy.mlp_extractor.forward_actor(features)
     logits = perturbed_logits(policy.action_net(latent), latent, noise, std)
     return policy.action_dist.proba_distribution(action_logits=logits)  # type: ignore[call-arg]
