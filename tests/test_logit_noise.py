@@ -29,17 +29,19 @@ ACTION_SPACE = spaces.Discrete(2)
 
 
 def test_perturbed_logits_by_hand():
-    logits = th.tensor([[0.5, -1.0], [0.0, 2.0]])
-    latent = th.tensor([[1.0, 2.0, 0.0], [-1.0, 0.0, 3.0]])
-    noise = th.tensor(
+    logits = th.tensor([[0.5, -1.0], [0.0, 2.0], [1.0, 1.0]])
+    latent = th.tensor([[1.0, 2.0, 0.0], [-1.0, 0.0, 3.0], [0.0, 0.0, 1.0]])
+    episode_noise = th.tensor(
         [
-            [[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]],  # row 0: h @ Z = [1, 2]
-            [[1.0, 2.0], [9.0, 9.0], [0.5, -1.0]],  # row 1: h @ Z = [-1 + 1.5, -2 - 3] = [0.5, -5]
+            [[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]],  # episode 0
+            [[1.0, 2.0], [9.0, 9.0], [0.5, -1.0]],  # episode 1
         ]
     )
-    expected = th.tensor([[0.5 + 0.5 * 1.0, -1.0 + 0.5 * 2.0], [0.0 + 0.5 * 0.5, 2.0 + 0.5 * -5.0]])
-    assert th.allclose(perturbed_logits(logits, latent, noise, 0.5), expected)
-    assert th.equal(perturbed_logits(logits, latent, noise, 0.0), logits)
+    # Rows of episodes 0, 1, 0: h @ Z = [1, 2], [-1 + 1.5, -2 - 3] = [0.5, -5], [5, 5]
+    episode_index = th.tensor([0, 1, 0])
+    expected = th.tensor([[0.5 + 0.5, -1.0 + 1.0], [0.0 + 0.25, 2.0 - 2.5], [1.0 + 2.5, 1.0 + 2.5]])
+    assert th.allclose(perturbed_logits(logits, latent, episode_noise, episode_index, 0.5), expected)
+    assert th.equal(perturbed_logits(logits, latent, episode_noise, episode_index, 0.0), logits)
 
 
 def test_distribution_is_the_perturbed_policy():
@@ -47,17 +49,19 @@ def test_distribution_is_the_perturbed_policy():
     model = HAEPO("MlpPolicy", "CartPole-v1", logit_noise_std=2.0, seed=0)
     policy = model.policy
     obs = th.randn(5, 4)
-    noise = th.randn(5, *logit_noise_shape(policy))
     assert logit_noise_shape(policy) == (64, 2)
+    episode_noise = th.randn(2, *logit_noise_shape(policy))
+    episode_index = th.tensor([0, 0, 1, 0, 1])
     latent = policy.mlp_extractor.forward_actor(obs)
+    noise = episode_noise[episode_index]
     logits = policy.action_net(latent) + 2.0 * (latent.unsqueeze(1) @ noise).squeeze(1)
     actions = th.tensor([0, 1, 1, 0, 1])
-    distribution = logit_noise_distribution(policy, obs, noise, 2.0)
+    distribution = logit_noise_distribution(policy, obs, episode_noise, episode_index, 2.0)
     expected = th.distributions.Categorical(logits=logits)
     assert th.allclose(distribution.log_prob(actions), expected.log_prob(actions), atol=1e-6)
     assert th.allclose(distribution.entropy(), expected.entropy(), atol=1e-6)
     # No noise: the policy's own distribution
-    unperturbed = logit_noise_distribution(policy, obs, th.zeros_like(noise), 2.0).log_prob(actions)
+    unperturbed = logit_noise_distribution(policy, obs, th.zeros_like(episode_noise), episode_index, 2.0).log_prob(actions)
     assert th.allclose(unperturbed, policy.get_distribution(obs).log_prob(actions), atol=1e-6)
 
 
@@ -103,13 +107,16 @@ def test_buffer_holds_the_noise_of_each_episode():
     assert EpisodeBuffer(OBS_SPACE, ACTION_SPACE).completed_noise() is None
 
 
-def collect_one_group(model):
-    """Run one rollout of ``model`` (no update) and return its group."""
+def collect_groups(model, n_groups: int = 1):
+    """Run ``n_groups`` rollouts of ``model`` (no update) and return their groups."""
     model._setup_learn(100_000)
     callback = CallbackList([])
     callback.init_callback(model)
-    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, 0)
-    return model.rollout_buffer.get()
+    groups = []
+    for _ in range(n_groups):
+        assert model.collect_rollouts(model.env, callback, model.rollout_buffer, 0)
+        groups.append(model.rollout_buffer.get())
+    return groups
 
 
 @pytest.mark.parametrize(
@@ -119,15 +126,20 @@ def collect_one_group(model):
 )
 def test_update_sees_the_log_probs_the_actions_were_sampled_with(algo, policy_kwargs):
     """
-    With 3 envs (episodes of different lengths, some carried over), the stored log-probabilities (sampled under each
-    env's held noise) equal those the update computes from each episode's stored noise, in batches and through the
-    in-place view, so every step was sampled with its episode's noise; without the noise they differ. Every episode
-    has its own noise.
+    With 3 envs (episodes of different lengths), in the second of two groups (whose first episodes began in the first
+    rollout and were carried over), the stored log-probabilities (sampled under each env's held noise) equal those
+    the update computes from each episode's stored noise, in batches and through the in-place view, so every step was
+    sampled with its episode's noise; without the noise they differ. Every episode has its own noise.
     """
     env = make_vec_env("CartPole-v1", n_envs=3, seed=0)
     model = algo("MlpPolicy", env, logit_noise_std=3.0, n_episodes=6, seed=0, policy_kwargs=policy_kwargs)
-    batch = collect_one_group(model)
+    first, batch = collect_groups(model, 2)
+    assert model.rollout_buffer.n_in_progress_steps > 0  # episodes run on past each group's end
     assert batch.episode_noise is not None and len(batch.episode_noise) == len(batch.lengths) >= 6
+    # No noise is shared between the groups (nor within one)
+    assert len(th.unique(th.cat([first.episode_noise, batch.episode_noise])[:, 0, 0])) == len(first.lengths) + len(
+        batch.lengths
+    )
     # Distinct episodes hold distinct noise
     assert len(th.unique(batch.episode_noise[:, 0, 0])) == len(batch.lengths)
     with th.no_grad():
@@ -145,7 +157,7 @@ def test_update_sees_the_log_probs_the_actions_were_sampled_with(algo, policy_kw
 def test_noise_is_drawn_per_episode_and_reproducible():
     """The same seed gives the same noise and episodes; evaluation (predict) does not use the noise."""
     groups = [
-        collect_one_group(HAEPO("MlpPolicy", "CartPole-v1", logit_noise_std=1.0, n_episodes=3, seed=7)) for _ in range(2)
+        collect_groups(HAEPO("MlpPolicy", "CartPole-v1", logit_noise_std=1.0, n_episodes=3, seed=7))[0] for _ in range(2)
     ]
     assert th.equal(groups[0].episode_noise, groups[1].episode_noise)
     assert th.equal(groups[0].actions, groups[1].actions)
@@ -171,6 +183,13 @@ def test_save_load_keeps_the_noise(tmp_path):
 def test_bad_logit_noise_std(value):
     with pytest.raises(ValueError, match=r"logit_noise_std must be a finite number >= 0 \(0 disables it\), got"):
         HAEPO("MlpPolicy", "CartPole-v1", logit_noise_std=value)
+
+
+def test_noise_set_after_construction_is_refused():
+    model = HAEPO("MlpPolicy", "CartPole-v1", n_episodes=2, seed=0)
+    model.logit_noise_std = 1.0
+    with pytest.raises(ValueError, match=r"logit_noise_std=1.0 was set after the model was built"):
+        model.learn(100)
 
 
 def test_logit_noise_needs_logits():

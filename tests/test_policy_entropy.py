@@ -10,7 +10,6 @@ from stable_baselines3.common.utils import obs_as_tensor
 
 from sb3_haepo import GRPO, HAEPO
 from sb3_haepo.common.buffers import step_observations
-from sb3_haepo.common.exploration import logit_noise_distribution
 from sb3_haepo.common.utils import (
     haepo_loss,
     normalize_returns,
@@ -92,8 +91,11 @@ def expected_gradient(model: HAEPO) -> dict[str, th.Tensor]:
     if batch.episode_noise is None:
         distribution = model.policy.get_distribution(observations)
     else:
+        # Each step's own matrix, gathered (the package forms the products per episode)
+        latent = model.policy.mlp_extractor.forward_actor(model.policy.extract_features(observations))
         noise = batch.episode_noise[batch.episode_index]
-        distribution = logit_noise_distribution(model.policy, observations, noise, model.logit_noise_std)
+        logits = model.policy.action_net(latent) + model.logit_noise_std * (latent.unsqueeze(1) @ noise).squeeze(1)
+        distribution = model.policy.action_dist.proba_distribution(action_logits=logits)
     log_probs = distribution.log_prob(model._prepare_actions(batch.actions))
     entropies = distribution.entropy()
     score = model.trajectory_score

@@ -59,6 +59,11 @@ def load_runs(log_dir: str | Path, success_return: float | None = None) -> list[
     return runs
 
 
+# Seed of rliable's bootstraps (IQM and probability-of-improvement CIs), so that a report regenerated from the same
+# logs is the same to the digit, as the percentile bootstrap of bootstrap_ci is
+RLIABLE_SEED = 0
+
+
 def bootstrap_ci(values: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """
     95% percentile-bootstrap confidence interval of the mean over the first axis.
@@ -216,7 +221,10 @@ def summary_table(runs: list[Run], thresholds: dict[str, float | None] | None = 
             finals = np.array([run.eval_returns[-1] for run in group])
             low, high = bootstrap_ci(finals)
             _, iqm_ci = rly.get_interval_estimates(
-                {algo: finals[:, None]}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=2000
+                {algo: finals[:, None]},
+                lambda x: np.array([metrics.aggregate_iqm(x)]),
+                reps=2000,
+                random_state=np.random.RandomState(RLIABLE_SEED),
             )
             row: dict[str, Any] = {
                 "env": env_id,
@@ -302,7 +310,9 @@ def probability_of_improvement(runs: list[Run], algo: str = "haepo", reps: int =
         pair = {
             f"{algo},{baseline}": (_final_matrix(runs, algo, env_ids, metric), _final_matrix(runs, baseline, env_ids, metric))
         }
-        point, interval = rly.get_interval_estimates(pair, metrics.probability_of_improvement, reps=reps)
+        point, interval = rly.get_interval_estimates(
+            pair, metrics.probability_of_improvement, reps=reps, random_state=np.random.RandomState(RLIABLE_SEED)
+        )
         key = f"{algo},{baseline}"
         rows.append(
             {

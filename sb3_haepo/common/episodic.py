@@ -103,7 +103,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
     ``n_episodes + n_envs - 1`` episodes. Episodes still running are carried over to the next rollout.
 
     The policy is SB3's actor-critic policy, but only its actor is ever evaluated: rollouts and updates call
-    ``policy.get_distribution`` (features extractor + actor MLP + action head), never ``policy.forward`` or
+    ``policy.get_distribution`` (features extractor + actor MLP + action head; with held logit noise, its
+    counterpart :func:`~sb3_haepo.common.exploration.logit_noise_distribution`), never ``policy.forward`` or
     ``predict_values``, so the value head costs no compute and receives no gradient (Adam skips parameters without a
     gradient). Unless ``policy_kwargs`` gives a ``net_arch``, the value MLP is empty (``vf=[]``), so it costs almost
     no memory either.
@@ -476,12 +477,17 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         if self.logit_noise_std == 0:
             return self.policy.get_distribution(obs)
         buffer = self.rollout_buffer
-        assert buffer.current_noise is not None and buffer.episode_noise_shape is not None
+        if buffer.current_noise is None:
+            raise ValueError(
+                f"logit_noise_std={self.logit_noise_std!r} was set after the model was built, so its buffer holds no "
+                "noise: pass logit_noise_std to the constructor"
+            )
         starting = np.flatnonzero(buffer.current_lengths == 0)
         if len(starting) > 0:
             buffer.set_current_noise(starting, sample_logit_noise(len(starting), logit_noise_shape(self.policy), self.device))
         noise = th.as_tensor(buffer.current_noise, device=self.device)
-        return logit_noise_distribution(self.policy, obs, noise, self.logit_noise_std)
+        envs = th.arange(len(noise), device=self.device)
+        return logit_noise_distribution(self.policy, obs, noise, envs, self.logit_noise_std)
 
     def _prepare_actions(self, actions: th.Tensor) -> th.Tensor:
         if isinstance(self.action_space, spaces.Discrete):
@@ -504,13 +510,13 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         if isinstance(batch, GroupView):
             for group_chunk in batch.chunks(batch_size):
                 actions = batch.tensor(batch.buffer.actions, group_chunk)
-                noise = None if batch.episode_noise is None else batch.episode_noise[group_chunk.episode_index]
+                noise = None if batch.episode_noise is None else (batch.episode_noise, group_chunk.episode_index)
                 yield (group_chunk, *self._chunk_log_probs(policy, batch.observations(group_chunk), actions, noise))
             return
         n_steps = len(batch.episode_index)
         for start in range(0, n_steps, batch_size):
             chunk = slice(start, min(start + batch_size, n_steps))
-            noise = None if batch.episode_noise is None else batch.episode_noise[batch.episode_index[chunk]]
+            noise = None if batch.episode_noise is None else (batch.episode_noise, batch.episode_index[chunk])
             # Only this chunk's observations are read (and, from the buffer's storage, gathered)
             yield (chunk, *self._chunk_log_probs(policy, step_observations(batch, chunk), batch.actions[chunk], noise))
 
@@ -519,18 +525,19 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         policy: ActorCriticPolicy,
         observations: np.ndarray | dict[str, np.ndarray],
         actions: th.Tensor,
-        noise: th.Tensor | None = None,
+        noise: tuple[th.Tensor, th.Tensor] | None = None,
     ) -> tuple[th.Tensor, th.Tensor]:
         """
-        :param noise: with held logit noise, each step's episode noise, shape (chunk, latent_dim, n_logits): the
-            log-probabilities and entropies are those of the perturbed distribution the steps were sampled from
+        :param noise: with held logit noise, the group's episode noise, shape (M, latent_dim, n_logits), and the
+            episode of each step, shape (chunk,): the log-probabilities and entropies are those of the perturbed
+            distribution the steps were sampled from
         :return: ``log pi(a_t|s_t)`` and the policy entropy of some steps, shape (chunk,) each
         """
         obs = obs_as_tensor(observations, self.device)
         if noise is None:
             distribution = policy.get_distribution(obs)
         else:
-            distribution = logit_noise_distribution(policy, obs, noise, self.logit_noise_std)
+            distribution = logit_noise_distribution(policy, obs, *noise, self.logit_noise_std)
         log_probs = distribution.log_prob(self._prepare_actions(actions))
         entropy = distribution.entropy()
         if entropy is None:

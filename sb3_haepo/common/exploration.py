@@ -61,26 +61,38 @@ def sample_logit_noise(n: int, shape: tuple[int, int], device: th.device | str =
     return th.randn((n, *shape), device=device)
 
 
-def perturbed_logits(logits: th.Tensor, latent: th.Tensor, noise: th.Tensor, std: float) -> th.Tensor:
+def perturbed_logits(
+    logits: th.Tensor, latent: th.Tensor, episode_noise: th.Tensor, episode_index: th.Tensor, std: float
+) -> th.Tensor:
     """
+    The logits of each row under its episode's held noise. Each row's matrix is gathered, so a call holds
+    ``batch * latent_dim * n_logits`` values (2 MB for 4096 steps of CartPole's 64 x 2; 151 MB for a CNN's 512
+    latent features and 18 actions: lower ``batch_size`` to bound it). Forming ``h @ Z`` once per episode instead
+    would hold ``batch * min(U, latent_dim) * n_logits`` for ``U`` episodes, but it rounds differently, and the
+    published runs were made with this form (docs/LEARNING.md, "Next" item 0).
+
     :param logits: the unperturbed logits ``action_net(h)``, shape (batch, n_logits)
     :param latent: the actor's latent features ``h``, shape (batch, latent_dim)
-    :param noise: each row's noise matrix ``Z``, shape (batch, latent_dim, n_logits)
+    :param episode_noise: the noise matrices ``Z`` of the episodes, shape (n_episodes, latent_dim, n_logits)
+    :param episode_index: the episode of each row, in ``[0, n_episodes)``, shape (batch,)
     :param std: the scale of the perturbation
-    :return: ``logits + std * h @ Z`` row by row, shape (batch, n_logits)
+    :return: ``logits + std * h @ Z[episode_index]`` row by row, shape (batch, n_logits)
     """
-    return logits + std * th.einsum("bl,bla->ba", latent, noise)
+    return logits + std * th.einsum("bl,bla->ba", latent, episode_noise[episode_index])
 
 
-def logit_noise_distribution(policy: ActorCriticPolicy, obs: PyTorchObs, noise: th.Tensor, std: float) -> Distribution:
+def logit_noise_distribution(
+    policy: ActorCriticPolicy, obs: PyTorchObs, episode_noise: th.Tensor, episode_index: th.Tensor, std: float
+) -> Distribution:
     """
     The policy's action distribution with held logit noise: as ``policy.get_distribution(obs)``, with the logits
     perturbed by :func:`perturbed_logits`. Gradients flow through the latent features in both terms.
 
-    :param noise: each observation's noise matrix, shape (batch, latent_dim, n_logits)
+    :param episode_noise: the noise matrices of the episodes, shape (n_episodes, latent_dim, n_logits)
+    :param episode_index: the episode of each observation, shape (batch,)
     """
     # As ActorCriticPolicy.get_distribution: the actor's features extractor, through BasePolicy's method
     features = BasePolicy.extract_features(policy, obs, policy.pi_features_extractor)
     latent = policy.mlp_extractor.forward_actor(features)
-    logits = perturbed_logits(policy.action_net(latent), latent, noise, std)
+    logits = perturbed_logits(policy.action_net(latent), latent, episode_noise, episode_index, std)
     return policy.action_dist.proba_distribution(action_logits=logits)  # type: ignore[call-arg]
