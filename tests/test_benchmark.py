@@ -10,6 +10,7 @@ import pytest
 
 from sb3_haepo.benchmark.configs import get_hyperparams
 from sb3_haepo.benchmark.report import (
+    Run,
     binned_training_metric,
     bootstrap_ci,
     first_crossing,
@@ -89,6 +90,26 @@ def test_report(grid_logs, tmp_path):
     assert (tmp_path / "sb3_haepo-Bandit10-v0_curves.png").stat().st_size > 1000
     assert (tmp_path / "sb3_haepo-Bandit10-v0_curves_walltime.png").stat().st_size > 1000
     assert (tmp_path / "sb3_haepo-Bandit10-v0_train_regret.png").stat().st_size > 1000
+
+
+def test_rliable_intervals_are_seeded():
+    """
+    The IQM and probability-of-improvement intervals are the same on every call, whatever the state of numpy's
+    global generator (which rliable's bootstraps draw from), and that state is left as it was.
+    """
+    rng = np.random.default_rng(0)
+    runs = [
+        Run(algo, "Env-v0", seed, np.array([1]), np.array([rng.normal(shift)]), np.array([1.0]), 1.0, pd.DataFrame())
+        for algo, shift in (("haepo", 0.5), ("ppo", 0.0))
+        for seed in range(10)
+    ]
+    results = []
+    for global_seed in (1, 2):
+        np.random.seed(global_seed)
+        state = np.random.get_state()[1].copy()
+        results.append((probability_of_improvement(runs).to_string(), summary_table(runs)["IQM [95% CI]"].tolist()))
+        assert np.array_equal(np.random.get_state()[1], state)
+    assert results[0] == results[1]
 
 
 def test_report_derives_success_from_the_return(grid_logs, tmp_path):

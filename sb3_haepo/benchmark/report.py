@@ -1,6 +1,7 @@
 """Report of a benchmark, regenerated from its logs: learning curves, a markdown table, probability of improvement."""
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,6 +63,23 @@ def load_runs(log_dir: str | Path, success_return: float | None = None) -> list[
 # Seed of rliable's bootstraps (IQM and probability-of-improvement CIs), so that a report regenerated from the same
 # logs is the same to the digit, as the percentile bootstrap of bootstrap_ci is
 RLIABLE_SEED = 0
+
+
+def _interval_estimates(scores: dict[str, Any], func: Any, reps: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """
+    rliable's ``get_interval_estimates``, seeded with :data:`RLIABLE_SEED`: rliable's stratified bootstraps draw their
+    indices from numpy's global generator (``np.random.choice``), not from ``random_state``, so that generator is
+    seeded for the call and its state restored after.
+    """
+    state = np.random.get_state()
+    np.random.seed(RLIABLE_SEED)
+    try:
+        with warnings.catch_warnings():
+            # rliable hands a RandomState to arch's bootstrap as `random_state`, which arch deprecates
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            return rly.get_interval_estimates(scores, func, reps=reps, random_state=np.random.RandomState(RLIABLE_SEED))
+    finally:
+        np.random.set_state(state)
 
 
 def bootstrap_ci(values: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -220,12 +238,7 @@ def summary_table(runs: list[Run], thresholds: dict[str, float | None] | None = 
             group = [run for run in runs if run.env_id == env_id and run.algo == algo]
             finals = np.array([run.eval_returns[-1] for run in group])
             low, high = bootstrap_ci(finals)
-            _, iqm_ci = rly.get_interval_estimates(
-                {algo: finals[:, None]},
-                lambda x: np.array([metrics.aggregate_iqm(x)]),
-                reps=2000,
-                random_state=np.random.RandomState(RLIABLE_SEED),
-            )
+            _, iqm_ci = _interval_estimates({algo: finals[:, None]}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=2000)
             row: dict[str, Any] = {
                 "env": env_id,
                 "algo": algo,
@@ -310,9 +323,7 @@ def probability_of_improvement(runs: list[Run], algo: str = "haepo", reps: int =
         pair = {
             f"{algo},{baseline}": (_final_matrix(runs, algo, env_ids, metric), _final_matrix(runs, baseline, env_ids, metric))
         }
-        point, interval = rly.get_interval_estimates(
-            pair, metrics.probability_of_improvement, reps=reps, random_state=np.random.RandomState(RLIABLE_SEED)
-        )
+        point, interval = _interval_estimates(pair, metrics.probability_of_improvement, reps=reps)
         key = f"{algo},{baseline}"
         rows.append(
             {
