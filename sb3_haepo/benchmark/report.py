@@ -1,7 +1,6 @@
 """Report of a benchmark, regenerated from its logs: learning curves, a markdown table, probability of improvement."""
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -68,16 +67,13 @@ RLIABLE_SEED = 0
 def _interval_estimates(scores: dict[str, Any], func: Any, reps: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     rliable's ``get_interval_estimates``, seeded with :data:`RLIABLE_SEED`: rliable's stratified bootstraps draw their
-    indices from numpy's global generator (``np.random.choice``), not from ``random_state``, so that generator is
+    indices from numpy's global generator (``np.random.choice``) whatever ``random_state`` says, so that generator is
     seeded for the call and its state restored after.
     """
     state = np.random.get_state()
     np.random.seed(RLIABLE_SEED)
     try:
-        with warnings.catch_warnings():
-            # rliable hands a RandomState to arch's bootstrap as `random_state`, which arch deprecates
-            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-            return rly.get_interval_estimates(scores, func, reps=reps, random_state=np.random.RandomState(RLIABLE_SEED))
+        return rly.get_interval_estimates(scores, func, reps=reps)
     finally:
         np.random.set_state(state)
 
