@@ -101,7 +101,7 @@ def test_buffer_holds_the_noise_of_each_episode():
     buffer.mark_fragments(np.array([True, False]))
     buffer.add(*step)
     assert buffer.end_episodes(np.array([True, False])) == 1
-    assert buffer.n_completed == 0 and len(buffer.completed_noise()) == 0
+    assert buffer.n_completed == 0 and buffer.completed_noise().shape == (0, 2, 1)
     with pytest.raises(ValueError, match="This buffer holds no noise"):
         EpisodeBuffer(OBS_SPACE, ACTION_SPACE).set_current_noise(np.array([0]), np.zeros((1, 1)))
     assert EpisodeBuffer(OBS_SPACE, ACTION_SPACE).completed_noise() is None

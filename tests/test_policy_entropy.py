@@ -91,7 +91,7 @@ def expected_gradient(model: HAEPO) -> dict[str, th.Tensor]:
     if batch.episode_noise is None:
         distribution = model.policy.get_distribution(observations)
     else:
-        # Each step's own matrix, gathered (the package forms the products per episode)
+        # Each step's own matrix, multiplied by hand (the package's einsum is checked against this)
         latent = model.policy.mlp_extractor.forward_actor(model.policy.extract_features(observations))
         noise = batch.episode_noise[batch.episode_index]
         logits = model.policy.action_net(latent) + model.logit_noise_std * (latent.unsqueeze(1) @ noise).squeeze(1)

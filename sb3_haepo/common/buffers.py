@@ -374,7 +374,8 @@ class EpisodeBuffer:
         the buffer's device (None: the buffer holds no noise)"""
         if self.episode_noise_shape is None:
             return None
-        return th.as_tensor(np.asarray(self._completed_noise, dtype=np.float32), device=self.device)
+        noise = np.asarray(self._completed_noise, dtype=np.float32).reshape((-1, *self.episode_noise_shape))
+        return th.as_tensor(noise, device=self.device)
 
     def row_segments(self, env_idx: int, first: int, stop: int) -> list[tuple[int, int, int]]:
         """
