@@ -1,6 +1,6 @@
 """
 The floor of the z-score's divisor, ``min_return_std`` (docs/METHOD.md section 13): hand-computed values for both
-normalisations, the unchanged default, and bad input.
+normalisations and GRPO's advantages, the unchanged default, bad input, and the first update's size in HAEPO and GRPO.
 """
 
 import gymnasium as gym
@@ -9,8 +9,9 @@ import pytest
 import torch as th
 from gymnasium.wrappers import TransformReward
 
-from sb3_haepo import HAEPO
-from sb3_haepo.common.utils import normalize_returns, reward_to_go_advantages
+from sb3_haepo import GRPO, HAEPO
+from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
+from sb3_haepo.common.utils import grpo_step_advantages, normalize_returns, reward_to_go_advantages
 
 # DeepSea without the treasure: returns that differ only by a move cost of 0.001
 COSTS = th.tensor([0.0, -0.001, -0.002, -0.001])
@@ -42,10 +43,23 @@ def test_reward_to_go_advantages_floor_by_hand():
     assert th.equal(reward_to_go_advantages(rewards, lengths, 1.0, min_std=1e-6), plain)
 
 
+def test_grpo_step_advantages_floor_by_hand():
+    # Episodes 0-3 with COSTS' returns, of 2, 1, 1 and 1 steps: each step gets its episode's floored z-score
+    episode_index = th.tensor([0, 0, 1, 2, 3])
+    floored = grpo_step_advantages(COSTS, episode_index, min_std=0.1)
+    assert th.allclose(floored, th.tensor([0.01, 0.01, 0.0, -0.01, 0.0]), atol=1e-6)
+    # The default is GRPO's plain z-score, bitwise
+    plain = grpo_step_advantages(COSTS, episode_index)
+    assert th.equal(plain, normalize_returns(COSTS, "zscore")[episode_index])
+    assert float(plain[0]) == pytest.approx(0.001 / np.sqrt(0.5e-6), rel=1e-4)
+
+
 @pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf"), "0.1", True])
 def test_bad_min_return_std(value):
     with pytest.raises(ValueError, match=r"min_return_std must be a finite number >= 0, got"):
         HAEPO("MlpPolicy", "CartPole-v1", min_return_std=value)
+    with pytest.raises(ValueError, match=r"min_return_std must be a finite number >= 0, got"):
+        GRPO("MlpPolicy", "CartPole-v1", min_return_std=value)
     with pytest.raises(ValueError, match=r"min_std must be a finite number >= 0, got"):
         normalize_returns(COSTS, "zscore", min_std=value)
 
@@ -58,18 +72,37 @@ def test_min_return_std_needs_the_zscore():
     assert HAEPO("MlpPolicy", "CartPole-v1", min_return_std=np.float32(0.5), _init_setup_model=False).min_return_std == 0.5
 
 
+def _first_update_move(model: EpisodicOnPolicyAlgorithm) -> float:
+    """:return: how far (L2) the model's first update moves its parameters (learning stops after it)"""
+    before = th.nn.utils.parameters_to_vector(model.policy.parameters()).detach().clone()
+    train, calls = model.train, []
+
+    def train_once(train=train, calls=calls) -> None:
+        if not calls:
+            calls.append(1)
+            train()
+
+    model.train = train_once  # type: ignore[method-assign]
+    model.learn(300)
+    assert calls == [1]
+    return float((th.nn.utils.parameters_to_vector(model.policy.parameters()).detach() - before).norm())
+
+
+def _small_reward_cartpole() -> gym.Env:
+    """CartPole with its rewards scaled by 1e-4: a group's returns then differ by about 1e-3"""
+    return TransformReward(gym.make("CartPole-v1"), lambda reward: 1e-4 * reward)
+
+
 def test_the_floor_shrinks_the_first_update_on_small_returns():
     """
-    CartPole with its rewards scaled by 1e-4 (a group's returns then differ by about 1e-3): with a floor of 1 the first
-    update (plain SGD, one exact step, no regularisers) moves the parameters about 1e-3 times as far as with the plain
-    z-score, which rescales any difference to unit size.
+    On small returns, with a floor of 1 the first update (plain SGD, one exact step, no regularisers) moves the
+    parameters about 1e-3 times as far as with the plain z-score, which rescales any difference to unit size.
     """
     moves = []
     for min_return_std in (0.0, 1.0):
-        env = TransformReward(gym.make("CartPole-v1"), lambda reward: 1e-4 * reward)
         model = HAEPO(
             "MlpPolicy",
-            env,
+            _small_reward_cartpole(),
             n_episodes=4,
             n_epochs=1,
             minibatch_size=None,
@@ -81,17 +114,33 @@ def test_the_floor_shrinks_the_first_update_on_small_returns():
             policy_kwargs={"optimizer_class": th.optim.SGD},
             seed=0,
         )
-        before = th.nn.utils.parameters_to_vector(model.policy.parameters()).detach().clone()
-        train, calls = model.train, []
+        moves.append(_first_update_move(model))
+    assert moves[0] > 0
+    assert moves[1] / moves[0] < 0.05, moves
 
-        def train_once(train=train, calls=calls) -> None:
-            if not calls:
-                calls.append(1)
-                train()
 
-        model.train = train_once  # type: ignore[method-assign]
-        model.learn(300)
-        assert calls == [1]
-        moves.append(float((th.nn.utils.parameters_to_vector(model.policy.parameters()).detach() - before).norm()))
+def test_grpo_floor_shrinks_the_first_update_on_small_returns():
+    """
+    GRPO's first minibatch sees ratios of exactly 1 (no clipping), so with the whole group in one minibatch, plain
+    SGD and no KL term its step is linear in the advantages: the floor of 1 shrinks it by the group's std (about
+    1e-3), as for HAEPO.
+    """
+    moves = []
+    for min_return_std in (0.0, 1.0):
+        model = GRPO(
+            "MlpPolicy",
+            _small_reward_cartpole(),
+            n_episodes=4,
+            n_epochs=1,
+            batch_size=100_000,
+            kl_coef=0.0,
+            max_grad_norm=1e9,
+            min_return_std=min_return_std,
+            learning_rate=0.01,
+            policy_kwargs={"optimizer_class": th.optim.SGD},
+            seed=0,
+        )
+        assert model.min_return_std == min_return_std
+        moves.append(_first_update_move(model))
     assert moves[0] > 0
     assert moves[1] / moves[0] < 0.05, moves

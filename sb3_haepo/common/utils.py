@@ -803,25 +803,28 @@ class GRPOLoss(NamedTuple):
     clip_fraction: th.Tensor
 
 
-def grpo_step_advantages(returns: th.Tensor, episode_index: th.Tensor, eps: float = 1e-8) -> th.Tensor:
+def grpo_step_advantages(returns: th.Tensor, episode_index: th.Tensor, eps: float = 1e-8, min_std: float = 0.0) -> th.Tensor:
     """
     GRPO's outcome-supervision advantages: each episode's z-scored return, given to every one of its steps.
 
     .. math::
 
-        A_t = \\frac{R_{k(t)} - \\mathrm{mean}(R)}{\\mathrm{std}(R) + \\epsilon}
+        A_t = \\frac{R_{k(t)} - \\mathrm{mean}(R)}{\\max(\\mathrm{std}(R), \\sigma_{min}) + \\epsilon}
 
-    (Shao et al. 2024, DeepSeekMath, section 4.1.2; population std, as in :func:`normalize_returns`).
+    (Shao et al. 2024, DeepSeekMath, section 4.1.2, with ``sigma_min = 0``; population std, as in
+    :func:`normalize_returns`).
 
     :param returns: episode returns ``R_k``, shape (M,)
     :param episode_index: episode of each step in ``[0, M)``, shape (N,)
     :param eps: guard against division by zero (equal returns give advantages of exactly 0)
+    :param min_std: ``sigma_min``, the floor of the divisor in the returns' units (``min_return_std``,
+        docs/METHOD.md section 13; >= 0, 0: GRPO's plain z-score)
     :return: per-step advantages, shape (N,)
     """
     if episode_index.ndim != 1:
         raise ValueError(f"episode_index must have shape (n_steps,), got {tuple(episode_index.shape)}")
     # (M,) -> (N,)
-    return normalize_returns(returns, "zscore", eps)[episode_index]
+    return normalize_returns(returns, "zscore", eps, min_std=min_std)[episode_index]
 
 
 def grpo_loss(

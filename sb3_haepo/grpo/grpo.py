@@ -7,7 +7,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_haepo.common.buffers import select_steps
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
-from sb3_haepo.common.utils import grpo_loss, grpo_step_advantages
+from sb3_haepo.common.utils import check_non_negative, grpo_loss, grpo_step_advantages
 from sb3_haepo.grpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 
@@ -32,6 +32,10 @@ class GRPO(EpisodicOnPolicyAlgorithm):
     :param batch_size: Minibatch size, in steps (the steps of the group are shuffled every epoch)
     :param gamma: Discount factor of the episode return ``R_k = sum_t gamma^t r_t``, counted from the episode's
         first step (1.0: undiscounted; not SB3's per-step discount, see HAEPO)
+    :param min_return_std: Floor of the z-score's divisor, in the units of the returns (>= 0): the advantages are
+        ``(R_k - mean(R)) / max(std(R), min_return_std)``, so that a group whose returns differ by less than this
+        scale (a small move cost, no success yet) gives a proportionally small signal instead of a unit one
+        (docs/METHOD.md section 13, as HAEPO's option of the same name). 0 (default): GRPO's plain z-score.
     :param clip_range: Clipping parameter epsilon of the probability ratio
     :param kl_coef: ``beta``, coefficient of the KL divergence to the reference policy (0 disables it)
     :param ref_update_interval: The reference policy is replaced by a copy of the current policy at the start of
@@ -79,6 +83,7 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         n_epochs: int = 10,
         batch_size: int = 256,
         gamma: float = 1.0,
+        min_return_std: float = 0.0,
         clip_range: float = 0.2,
         kl_coef: float = 0.04,
         ref_update_interval: int | None = 1,
@@ -117,6 +122,7 @@ class GRPO(EpisodicOnPolicyAlgorithm):
             seed=seed,
             device=device,
         )
+        check_non_negative("min_return_std", min_return_std)
         if not clip_range > 0:
             raise ValueError(f"clip_range must be > 0, got {clip_range!r}")
         if not np.isfinite(kl_coef) or kl_coef < 0:
@@ -124,6 +130,7 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         if target_kl is not None and not target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None, got {target_kl!r}")
 
+        self.min_return_std = float(min_return_std)
         self.clip_range = float(clip_range)
         self.kl_coef = float(kl_coef)
         self.target_kl = target_kl
@@ -148,7 +155,7 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         batch = self.rollout_buffer.get(copy_observations=False)
         n_steps = len(batch.episode_index)
         # Outcome supervision: A_t = z-scored return of the step's episode (N,)
-        advantages = grpo_step_advantages(batch.returns, batch.episode_index)
+        advantages = grpo_step_advantages(batch.returns, batch.episode_index, min_std=self.min_return_std)
         # Log-probabilities under the reference policy (N,): no gradient
         with th.no_grad():
             ref_log_probs, _ = self._step_log_probs(self.ref_policy, batch, self.batch_size)
