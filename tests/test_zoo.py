@@ -475,12 +475,15 @@ def test_yml_cartpole_entry_is_the_defaults_with_a_decaying_rate(tmp_path: Path)
     model.get_env().close()
 
 
-def test_yml_acrobot_entry_is_the_defaults_with_16_envs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("env_id", ["Acrobot-v1", "LunarLander-v3"])
+def test_yml_entry_is_the_defaults_with_16_envs(env_id: str, tmp_path: Path) -> None:
     """
-    haepo.yml's Acrobot entry (docs/LEARNING.md entry 19) reaches the model as documented: the zoo PPO's 16 envs, no
-    observation normalisation, and HAEPO's defaults for everything else (learning rate and group size included).
+    haepo.yml's Acrobot and LunarLander entries (docs/LEARNING.md entries 19 and 25) reach the model as documented:
+    the zoo PPO's 16 envs, no observation normalisation, and HAEPO's defaults for everything else (learning rate and
+    group size included).
     """
-    model, defaults = bundled_entry_model("Acrobot-v1", tmp_path)
+    _needs_box2d(env_id)
+    model, defaults = bundled_entry_model(env_id, tmp_path)
     assert model.n_envs == 16 and not isinstance(model.get_env(), VecNormalize)
     assert model.lr_schedule(0.5) == defaults.lr_schedule(0.5) and model.clip_range(0.5) == defaults.clip_range(0.5)
     for name in (*DEFAULT_NAMES, "n_episodes", "batch_size", "max_grad_norm", "target_kl", "ent_coef"):
