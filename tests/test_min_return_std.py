@@ -93,52 +93,33 @@ def _small_reward_cartpole() -> gym.Env:
     return TransformReward(gym.make("CartPole-v1"), lambda reward: 1e-4 * reward)
 
 
-def test_the_floor_shrinks_the_first_update_on_small_returns():
+# One exact plain-SGD step with no regulariser, per algorithm: HAEPO's full-batch update without beta and lam; GRPO's
+# first minibatch holds the whole group, where every ratio is exactly 1 (no clipping), without its KL term
+FIRST_UPDATE_SETTINGS = {
+    HAEPO: dict(minibatch_size=None, clip_range=None, weight_ent_coef=0.0, ref_kl_coef=0.0),
+    GRPO: dict(batch_size=100_000, kl_coef=0.0, max_grad_norm=1e9),
+}
+
+
+@pytest.mark.parametrize("algo", [HAEPO, GRPO])
+def test_the_floor_shrinks_the_first_update_on_small_returns(algo):
     """
-    On small returns, with a floor of 1 the first update (plain SGD, one exact step, no regularisers) moves the
-    parameters about 1e-3 times as far as with the plain z-score, which rescales any difference to unit size.
+    On small returns, with a floor of 1 the first update (plain SGD, one exact step, no regularisers, so linear in the
+    normalised returns) moves the parameters about 1e-3 times as far as with the plain z-score, which rescales any
+    difference to unit size.
     """
     moves = []
     for min_return_std in (0.0, 1.0):
-        model = HAEPO(
+        model = algo(
             "MlpPolicy",
             _small_reward_cartpole(),
             n_episodes=4,
             n_epochs=1,
-            minibatch_size=None,
-            clip_range=None,
-            weight_ent_coef=0.0,
-            ref_kl_coef=0.0,
             min_return_std=min_return_std,
             learning_rate=0.01,
             policy_kwargs={"optimizer_class": th.optim.SGD},
             seed=0,
-        )
-        moves.append(_first_update_move(model))
-    assert moves[0] > 0
-    assert moves[1] / moves[0] < 0.05, moves
-
-
-def test_grpo_floor_shrinks_the_first_update_on_small_returns():
-    """
-    GRPO's first minibatch sees ratios of exactly 1 (no clipping), so with the whole group in one minibatch, plain
-    SGD and no KL term its step is linear in the advantages: the floor of 1 shrinks it by the group's std (about
-    1e-3), as for HAEPO.
-    """
-    moves = []
-    for min_return_std in (0.0, 1.0):
-        model = GRPO(
-            "MlpPolicy",
-            _small_reward_cartpole(),
-            n_episodes=4,
-            n_epochs=1,
-            batch_size=100_000,
-            kl_coef=0.0,
-            max_grad_norm=1e9,
-            min_return_std=min_return_std,
-            learning_rate=0.01,
-            policy_kwargs={"optimizer_class": th.optim.SGD},
-            seed=0,
+            **FIRST_UPDATE_SETTINGS[algo],
         )
         assert model.min_return_std == min_return_std
         moves.append(_first_update_move(model))
