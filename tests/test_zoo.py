@@ -702,8 +702,8 @@ def test_format_ids(ids: list[int], expected: str) -> None:
 
 
 def test_yml_null_clip_range_passes_the_zoo_preprocessing() -> None:
-    """haepo.yml pins clip_range: null (the exact update); the zoo's preprocessing keeps it None, and still turns
-    numbers and lin_ strings into schedules."""
+    """A yml entry can pin clip_range: null (the exact update; the Optuna entries did); the zoo's preprocessing keeps it
+    None, and still turns numbers and lin_ strings into schedules."""
     import rl_zoo3.exp_manager
 
     haepo_zoo.register()
