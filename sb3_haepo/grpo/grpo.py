@@ -1,6 +1,5 @@
 from typing import Any, ClassVar
 
-import numpy as np
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
@@ -125,8 +124,7 @@ class GRPO(EpisodicOnPolicyAlgorithm):
         check_non_negative("min_return_std", min_return_std)
         if not clip_range > 0:
             raise ValueError(f"clip_range must be > 0, got {clip_range!r}")
-        if not np.isfinite(kl_coef) or kl_coef < 0:
-            raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef!r}")
+        check_non_negative("kl_coef", kl_coef)
         if target_kl is not None and not target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None, got {target_kl!r}")
 
