@@ -10,6 +10,9 @@ prints the mean return, the mean length, the share of each action (0 noop, 1 lef
 the mean absolute hull angle at the end (radians; a lander that spins ends far from 0) and, for the arg-max
 episodes, the policy's mean probability of the action it took (how sure the arg-max is).
 
+The sampled evaluations draw from torch's global generator, so a probed run's training differs from an unprobed run
+with the same seed.
+
 Usage: ``PYTHONPATH=. python docs/lab/lunarlander_argmax_probe.py --seed 100 [--timesteps 300000]
 [--eval-freq 20000] [--episodes 10] [--algo ppo] [--set n_epochs=4 ...]`` (about 5 CPU-minutes per 300k steps)
 """
@@ -40,7 +43,7 @@ def play(model: HAEPO | PPO, deterministic: bool, episodes: int, seed: int) -> d
         while not done:
             action, _ = model.predict(obs, deterministic=deterministic)
             if deterministic:
-                obs_tensor = th.as_tensor(obs[None], dtype=th.float32)
+                obs_tensor = model.policy.obs_to_tensor(obs)[0]  # as predict() builds it, on the model's device
                 with th.no_grad():
                     probs = model.policy.get_distribution(obs_tensor).distribution.probs[0]
                 confidence.append(float(probs[int(action)]))
@@ -89,7 +92,13 @@ def main() -> None:
     parser.add_argument("--eval-freq", type=int, default=20_000)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--algo", choices=["haepo", "ppo"], default="haepo", help="ppo: the zoo's PPO entry")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="HAEPO constructor overrides")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="constructor overrides of the trained model (HAEPO, or PPO with --algo ppo)",
+    )
     args = parser.parse_args()
     kwargs = {key: ast.literal_eval(value) for key, value in (item.split("=", 1) for item in args.set)}
     th.set_num_threads(1)

@@ -17,6 +17,8 @@ from sb3_haepo.benchmark.runner import COMPLETE_MARKER, RUN_INFO
 
 # What one run contributes to an archive (its complete marker is added last)
 RUN_FILE_PATTERNS = (RUN_INFO, "evaluations.npz", "*.monitor.csv")
+# Where unpack_logs writes a run before moving it into place, under the log folder
+UNPACKING_DIR = ".unpacking"
 
 
 def complete_run_dirs(log_dir: str | Path) -> list[Path]:
@@ -37,28 +39,39 @@ def _run_files(run_dir: Path) -> list[Path]:
 
 def pack_logs(log_dir: str | Path, archive: str | Path) -> int:
     """
-    Write the complete runs under ``log_dir`` to the xz-compressed tar ``archive`` (overwritten).
+    Write the complete runs under ``log_dir`` to the xz-compressed tar ``archive``.
+
+    The archive is written beside its target and then moved over it, so a failure leaves an earlier archive intact.
 
     :param log_dir: root of a grid's logs
     :param archive: path of the archive to write, conventionally ``.tar.xz``
     :return: the number of runs packed
-    :raises ValueError: when ``log_dir`` holds no complete run
+    :raises ValueError: when ``log_dir`` does not exist or holds no complete run
     """
     log_dir = Path(log_dir)
+    if not log_dir.is_dir():
+        raise ValueError(f"log_dir {str(log_dir)!r} does not exist; expected a folder of runs {{label}}/{{env}}_{{seed}}")
     run_dirs = complete_run_dirs(log_dir)
     if not run_dirs:
         raise ValueError(f"log_dir {str(log_dir)!r} holds no complete run ({{label}}/{{env}}_{{seed}}/complete)")
     archive = Path(archive)
     archive.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "w:xz") as tar:
-        for run_dir in run_dirs:
-            for path in _run_files(run_dir):
-                data = path.read_bytes()
-                info = tarfile.TarInfo(path.relative_to(log_dir).as_posix())
-                info.size = len(data)
-                info.mode = 0o644
-                info.mtime = 0
-                tar.addfile(info, io.BytesIO(data))
+    partial = archive.with_name(f".{archive.name}.partial")
+    try:
+        with tarfile.open(partial, "w:xz") as tar:
+            for run_dir in run_dirs:
+                for path in _run_files(run_dir):
+                    data = path.read_bytes()
+                    # Zeroed time and owner (TarInfo's defaults: uid/gid 0, empty names), so the bytes depend on
+                    # the files' contents only
+                    info = tarfile.TarInfo(path.relative_to(log_dir).as_posix())
+                    info.size = len(data)
+                    info.mode = 0o644
+                    info.mtime = 0
+                    tar.addfile(info, io.BytesIO(data))
+        partial.replace(archive)
+    finally:
+        partial.unlink(missing_ok=True)
     return len(run_dirs)
 
 
@@ -74,28 +87,36 @@ def unpack_logs(archive: str | Path, log_dir: str | Path) -> tuple[int, int]:
     """
     Restore the runs of ``archive`` under ``log_dir``, so that the report can be regenerated and the grid resumed.
 
-    A run whose folder already exists under ``log_dir`` is left as it is (the logs on disk win, as the runner's
-    resume treats them).
+    A run that is complete on disk already is left as it is. A run folder without its ``complete`` marker (which the
+    runner would start over) is replaced by the archive's run. Each run is written under ``{log_dir}/.unpacking/``
+    (deeper than the ``{label}/{run}/complete`` the report and the runner look for) and then moved into place, so an
+    interrupted unpack leaves no half run where they look.
 
     :param archive: an archive written by :func:`pack_logs`
     :param log_dir: root to restore into (created if missing)
-    :return: (runs restored, runs skipped because their folder already existed)
-    :raises ValueError: when a member is anything but a plain file at ``label/run/file`` (no links, no ``..``)
+    :return: (runs restored, runs left as they were because they were complete on disk)
+    :raises ValueError: when ``archive`` is not a tar file, or a member is anything but a plain file at
+        ``label/run/file`` (no links, no folders, no absolute paths, no ``..``)
     """
     archive, log_dir = Path(archive), Path(log_dir)
-    with tarfile.open(archive, "r:*") as tar:
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except tarfile.ReadError as error:
+        raise ValueError(f"archive {str(archive)!r} is not a tar file; expected a .tar.xz written by pack") from error
+    with tar:
         members = tar.getmembers()
         for member in members:
             _check_member(member, archive)
         by_run: dict[Path, list[tarfile.TarInfo]] = {}
         for member in members:
             by_run.setdefault(Path(member.name).parent, []).append(member)
+        staging = log_dir / UNPACKING_DIR
         restored = 0
         for run, run_members in sorted(by_run.items()):
-            if (log_dir / run).exists():
+            target = log_dir / run
+            if (target / COMPLETE_MARKER).exists():
                 continue
-            # Written beside the run's folder and renamed into place, so an interrupted unpack leaves no half run
-            partial = log_dir / run.parent / f".{run.name}.unpacking"
+            partial = staging / run
             if partial.exists():
                 shutil.rmtree(partial)
             partial.mkdir(parents=True)
@@ -103,6 +124,11 @@ def unpack_logs(archive: str | Path, log_dir: str | Path) -> tuple[int, int]:
                 extracted = tar.extractfile(member)
                 assert extracted is not None  # a plain file, checked above
                 (partial / Path(member.name).name).write_bytes(extracted.read())
-            partial.rename(log_dir / run)
+            if target.exists():
+                shutil.rmtree(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial.rename(target)
             restored += 1
+        if staging.exists():
+            shutil.rmtree(staging)
     return restored, len(by_run) - restored
