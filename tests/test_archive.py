@@ -121,7 +121,7 @@ def test_unpacked_grid_resumes_without_training(grid, tmp_path):
 
 
 def test_pack_bad_input(logs, tmp_path):
-    with pytest.raises(ValueError, match="'.*missing' does not exist"):
+    with pytest.raises(ValueError, match=r"'.*missing' does not exist"):
         pack_logs(tmp_path / "missing", tmp_path / "a.tar.xz")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no complete run"):
@@ -169,5 +169,5 @@ def test_unpack_refuses_anything_but_plain_run_files(tmp_path, name, kind, link)
 def test_unpack_refuses_a_file_that_is_not_an_archive(tmp_path):
     bad = tmp_path / "notes.tar.xz"
     bad.write_text("not a tar file")
-    with pytest.raises(ValueError, match="'.*notes.tar.xz' is not a tar file; expected a .tar.xz written by pack"):
+    with pytest.raises(ValueError, match=r"'.*notes\.tar\.xz' is not a tar file; expected a \.tar\.xz written by pack"):
         unpack_logs(bad, tmp_path / "out")
