@@ -44,7 +44,7 @@ steps-to-solve: setup
 test: setup lint type pytest
 
 pytest: setup
-	$(PYTHON) -m pytest -v --color=yes -m "not slow" --durations=15 -n 2 tests/
+	$(PYTHON) -m pytest -v -rs --color=yes -m "not slow" --durations=15 -n 2 tests/
 
 pytest-slow: setup
 	$(PYTHON) -m pytest -v -m "slow" --durations=15 tests/

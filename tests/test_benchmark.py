@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch as th
 
 from sb3_haepo.benchmark.configs import get_hyperparams
 from sb3_haepo.benchmark.report import (
@@ -27,6 +28,7 @@ from sb3_haepo.benchmark.runner import (
     parse_variant,
     run_grid,
 )
+from sb3_haepo.experiments import published
 
 ENV_ID = "sb3_haepo/Bandit10-v0"
 
@@ -65,6 +67,9 @@ def test_runner_layout(grid_logs):
         info = json.load(open(os.path.join(run_dir, "run.json")))
         assert info["num_timesteps"] >= 256 and info["env_steps_per_s"] > 0
         assert len(info["eval_train_times_s"]) == 4 and np.all(np.diff(info["eval_train_times_s"]) > 0)
+        # The kernels it ran on (this process's, which its workers forked from; the pinned ones where no torch
+        # operation ran before the grid, as in `scripts/run_benchmark.py`)
+        assert info["torch_threads"] == 1 and info["numerics"] == published.numeric_note()
 
 
 def test_runner_resumes(grid_logs):
@@ -252,7 +257,8 @@ def test_variant_grid_cli_and_report(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     # The repository root on the path, for a checkout where the package is not installed
     python_path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": python_path}
+    env = {key: value for key, value in os.environ.items() if key not in published.NUMERIC_PINS}
+    env = {**env, "MPLBACKEND": "Agg", "PYTHONPATH": python_path}
     script = os.path.join(root, "scripts", "run_benchmark.py")
     command = [sys.executable, script, "--algos", "haepo", "--envs", ENV_ID, "--seeds", "0", "1", "--n-timesteps", "256"]
     command += ["--eval-freq", "128", "--n-eval-episodes", "5", "--log-dir", str(log_dir), "--hyperparams", "n_epochs=2"]
@@ -262,6 +268,10 @@ def test_variant_grid_cli_and_report(tmp_path):
     info = json.load(open(log_dir / "haepo-m4" / "sb3_haepo-Bandit10-v0_1" / "run.json"))
     assert info["algo"] == "haepo" and info["label"] == "haepo-m4" and info["variant"] == "m4"
     assert info["hyperparams"]["n_episodes"] == "4" and info["hyperparams"]["n_epochs"] == "2"
+    # A fresh process runs on the pinned kernels
+    pinned = "AVX2" if published.cpu_supports("avx2") else info["numerics"]["torch_cpu_capability"]
+    assert info["numerics"]["torch_cpu_capability"] == pinned and info["torch_threads"] == 1
+    assert info["numerics"]["mkl_cbwr"] == ("COMPATIBLE" if th.backends.mkl.is_available() else "no MKL")
     runs = load_runs(log_dir)
     assert sorted({run.algo for run in runs}) == ["haepo", "haepo-beta0", "haepo-m4"] and len(runs) == 6
     improvement = probability_of_improvement(runs)

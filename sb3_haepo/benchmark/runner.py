@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 import sb3_haepo.envs  # noqa: F401  (registers the benchmark envs)
 from sb3_haepo.benchmark.configs import ALGOS, INFO_KEYWORDS, env_folder_name, get_hyperparams
+from sb3_haepo.experiments import published
 
 COMPLETE_MARKER = "complete"
 RUN_INFO = "run.json"
@@ -107,7 +108,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
 
     Writes in ``spec.run_dir``: ``evaluations.npz`` (EvalCallback), ``0.monitor.csv`` ... (training episodes, with
     the env's info keys), ``run.json`` (hyperparameters, training wall-clock time, env steps per second,
-    training time at each evaluation) and the marker ``complete``, last.
+    training time at each evaluation, the CPU kernels of ``published.numeric_note``) and the marker ``complete``, last.
 
     :return: the contents of ``run.json`` plus ``"status"``: ``"done"`` or ``"skipped"``
     """
@@ -116,8 +117,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     if spec.run_dir.exists():
         shutil.rmtree(spec.run_dir)
     spec.run_dir.mkdir(parents=True)
-    # One thread per run: the runs are the parallelism
-    th.set_num_threads(1)
+    # One thread per run (the runs are the parallelism), on the CPU kernels of the published reports
+    published.pin_numerics()
 
     if spec.zoo_conf is None:
         model, eval_env, recorded = _package_setup(spec)
@@ -153,6 +154,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         "eval_timesteps": [int(t) for t in callback.evaluations_timesteps],
         "eval_train_times_s": callback.eval_train_times,
         "torch_threads": th.get_num_threads(),
+        "numerics": published.numeric_note(),
     }
     (spec.run_dir / RUN_INFO).write_text(json.dumps(info, indent=1))
     (spec.run_dir / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
@@ -428,6 +430,8 @@ def run_grid(specs: list[RunSpec], n_jobs: int = 1, progress_bar: bool = True) -
     """
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be >= 1, got {n_jobs!r}")
+    # Before any torch operation here, so that the worker processes (forked on Linux) inherit the pinned kernels
+    published.pin_numerics()
     todo = [spec for spec in specs if not is_complete(spec)]
     results = [run_one(spec) for spec in specs if is_complete(spec)]
     with tqdm(total=len(specs), initial=len(results), desc="runs", disable=not progress_bar) as pbar:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
@@ -148,12 +147,13 @@ def run_one(algo: str, seed: int, timesteps: int, eval_freq: int, n_eval_episode
 def run_all(config: MainJobConfig, verbose: bool = True, seeds: Sequence[int] | None = None) -> list[RunResult]:
     """
     Train and evaluate both algorithms on every seed, seed by seed, on the CPU with one torch thread (small MLPs:
-    one thread is fastest, fair to both algorithms on a shared machine, and makes the runs bitwise reproducible).
+    one thread is fastest, fair to both algorithms on a shared machine, and makes the runs bitwise reproducible) and
+    the CPU kernels of ``published.pin_numerics`` (which takes effect only before the process's first torch operation).
 
     :param verbose: print each run's line when it ends
     :param seeds: only these of the job's seeds (default: all, ``0 .. config.seeds - 1``)
     """
-    th.set_num_threads(1)
+    published.pin_numerics()
     results = []
     for seed in range(config.seeds) if seeds is None else seeds:
         for algo in ALGOS:
@@ -246,8 +246,9 @@ def render_report(record: dict[str, Any]) -> str:
         summarize(results),
         "",
         f"Plot: `{record['plot']}`. The evaluation returns, steps to {THRESHOLD:.0f} and env steps are deterministic "
-        "(CPU, one torch thread): they are kept in `docs/results/main_job.json`, and `tests/test_experiments.py` "
-        "re-runs the job and checks that it gets them again. Seconds depend on the machine and its load.",
+        "(CPU, one torch thread, the kernels named above): they are kept in `docs/results/main_job.json`, and "
+        "`tests/test_experiments.py` re-runs the job and checks that it gets them again on a machine with the same "
+        "versions, CPU vendor and vector extensions. Seconds depend on the machine and its load.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +30,101 @@ README = Path("README.md")
 RESULTS_DIR = Path("docs/results")
 
 
-def cpu_model() -> str:
-    """The CPU's model name (from ``/proc/cpuinfo`` on Linux), or the platform's processor string."""
+def cpuinfo_field(field: str) -> str | None:
+    """The value of a field of ``/proc/cpuinfo`` (Linux), for its first CPU, or None where there is none."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                name, _, value = line.partition(":")
+                if name.strip() == field:
+                    return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from ``/proc/cpuinfo`` on Linux), or the platform's processor string."""
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor (``GenuineIntel``, ``AuthenticAMD``; from ``/proc/cpuinfo`` on Linux), or the machine type."""
+    return cpuinfo_field("vendor_id") or platform.machine()
+
+
+#: The vector extensions ``numeric_note`` records, with their ``/proc/cpuinfo`` flag
+SIMD_FLAGS = {"avx2": "avx2", "avx512": "avx512f"}
+
+
+def cpu_supports(extension: str) -> bool:
+    """
+    Whether the CPU has a vector extension of ``SIMD_FLAGS``: from ``/proc/cpuinfo``'s flags where it has them, else
+    as torch detects it (False where neither can tell).
+    """
+    if extension not in SIMD_FLAGS:
+        raise ValueError(f"Unknown vector extension {extension!r}: expected one of {sorted(SIMD_FLAGS)}")
+    flags = cpuinfo_field("flags")
+    if flags is not None:
+        return SIMD_FLAGS[extension] in flags.split()
+    for name in (f"_is_{extension}_supported", f"_is_cpu_support_{extension}"):  # the names of torch's versions
+        check = getattr(th.cpu, name, None)
+        if check is not None:
+            return bool(check())
+    return False
+
+
+#: The CPU kernels that ``pin_numerics`` chooses: torch's vectorised kernels at AVX2 width even where AVX-512 is
+#: available, and MKL's code path for "compatible" processors (its conditional numerical reproducibility mode, the
+#: same on Intel and AMD CPUs). A different kernel width (measured: scalar against AVX2) or MKL path changes the main
+#: job's figures (LEARNING.md, entry 29): a last-bit difference in a matrix product or a softmax becomes a different
+#: sampled action and then a different run.
+NUMERIC_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"}
+
+
+def pin_numerics() -> None:
+    """
+    Run torch and MKL on the same CPU kernels on any x86-64 machine with AVX2 (``NUMERIC_PINS``, set in the process's
+    environment unless the user set those variables), and with one torch thread.
+
+    Call it before the process's first torch operation: torch fixes its kernel width then (and at
+    ``torch.backends.cpu.get_cpu_capability()``), MKL its code path at its first call. Warns when torch's kernels
+    are not the pinned ones (it was called too late). Where the CPU has no AVX2 (or is not x86-64), torch keeps its own
+    choice. ``numeric_note`` records what was used.
+    """
+    for name, value in NUMERIC_PINS.items():
+        if name == "ATEN_CPU_CAPABILITY" and not cpu_supports("avx2"):
+            continue
+        os.environ.setdefault(name, value)
+    th.set_num_threads(1)
+    pinned = NUMERIC_PINS["ATEN_CPU_CAPABILITY"]
+    if os.environ.get("ATEN_CPU_CAPABILITY") == pinned:
+        used = th.backends.cpu.get_cpu_capability()
+        if used != pinned.upper():
+            warnings.warn(
+                f"torch runs {used} kernels, not the pinned {pinned.upper()}: pin_numerics ran after the process's "
+                "first torch operation, so its runs are not comparable bitwise with the published ones",
+                stacklevel=2,
+            )
+
+
+def numeric_note() -> dict[str, str]:
+    """
+    What chooses the CPU kernels, and so the last bits of every result: the CPU's vendor and vector extensions, the
+    kernel width torch uses and the MKL code path asked for (``MKL_CBWR``: ``"auto"`` when unset, MKL then picks by
+    CPU; ``"no MKL"`` for a torch without MKL).
+    """
+    simd = [extension for extension in SIMD_FLAGS if cpu_supports(extension)]
+    return {
+        "cpu_vendor": cpu_vendor(),
+        "simd": " ".join(simd) or "none",
+        "torch_cpu_capability": th.backends.cpu.get_cpu_capability(),
+        "mkl_cbwr": os.environ.get("MKL_CBWR", "auto") if th.backends.mkl.is_available() else "no MKL",
+    }
 
 
 def machine_note() -> dict[str, str]:
-    """What the figures depend on besides the code: versions, CPU, cores and torch threads."""
+    """What the figures depend on besides the code: versions, CPU, cores, torch threads and kernels (``numeric_note``)."""
     return {
         "python": platform.python_version(),
         "torch": th.__version__,
@@ -52,6 +134,7 @@ def machine_note() -> dict[str, str]:
         "cpu": cpu_model(),
         "cpu_count": str(os.cpu_count()),
         "torch_threads": str(th.get_num_threads()),
+        **numeric_note(),
     }
 
 
@@ -65,7 +148,8 @@ def load_average() -> str:
 
 def format_machine_note(note: dict[str, str]) -> str:
     """
-    One line for a report, e.g. ``Python 3.11.7, torch 2.13.0+cpu, ...; 2 CPU cores (...), 1 torch thread``,
+    One line for a report, e.g. ``Python 3.11.7, torch 2.13.0+cpu, ...; 2 CPU cores (...), 1 torch thread`` and, when
+    the note has them, the kernels (``numeric_note``),
     followed by the load average when the note has one (``load_average``: taken when the command started).
     """
     threads = note["torch_threads"]
@@ -74,6 +158,9 @@ def format_machine_note(note: dict[str, str]) -> str:
         f"gymnasium {note['gymnasium']}, numpy {note['numpy']}; {note['cpu_count']} CPU cores ({note['cpu']}), "
         f"{threads} torch thread{'' if threads == '1' else 's'}"
     )
+    if "torch_cpu_capability" in note:
+        kernels = f"{note['torch_cpu_capability']} torch kernels, MKL path {note.get('mkl_cbwr', 'unknown')}"
+        line += f", {kernels} ({note.get('cpu_vendor', 'unknown vendor')}, {note.get('simd', 'unknown extensions')})"
     if "load_average" in note:
         line += f"; load average {note['load_average']} when it started"
     return line
