@@ -251,6 +251,27 @@ def test_variant_grid_and_unknown_keys():
     check_hyperparams("ppo", {"n_envs": 8, "n_steps": 32})
 
 
+def test_runner_pins_before_any_torch_operation(tmp_path):
+    """
+    ``scripts/run_benchmark.py`` pins the kernels after all its imports and set-up, before torch fixes them: asked for a
+    width other than the CPU's own (scalar), its run records that width, on any machine.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {key: value for key, value in os.environ.items() if key not in published.NUMERIC_PINS}
+    env = {**env, "MPLBACKEND": "Agg", "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    code = (
+        "import runpy, sys; from sb3_haepo.experiments import published; "
+        "published.NUMERIC_PINS['ATEN_CPU_CAPABILITY'] = 'default'; published.cpu_supports = lambda extension: True; "
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    command = [sys.executable, "-c", code, os.path.join(root, "scripts", "run_benchmark.py"), "--algos", "haepo"]
+    command += ["--envs", ENV_ID, "--seeds", "0", "--n-timesteps", "64", "--eval-freq", "64", "--n-eval-episodes", "1"]
+    command += ["--log-dir", str(tmp_path), "--hyperparams", "n_epochs=1,n_episodes=4"]
+    subprocess.run(command, check=True, env=env, capture_output=True, timeout=300)
+    info = json.load(open(tmp_path / "haepo" / "sb3_haepo-Bandit10-v0_0" / "run.json"))
+    assert info["numerics"]["torch_cpu_capability"] == "DEFAULT"
+
+
 def test_variant_grid_cli_and_report(tmp_path):
     # A tiny grid from the command line: HAEPO's defaults and 2 variants, 2 seeds, 256 pulls
     log_dir = tmp_path / "logs"
@@ -268,10 +289,9 @@ def test_variant_grid_cli_and_report(tmp_path):
     info = json.load(open(log_dir / "haepo-m4" / "sb3_haepo-Bandit10-v0_1" / "run.json"))
     assert info["algo"] == "haepo" and info["label"] == "haepo-m4" and info["variant"] == "m4"
     assert info["hyperparams"]["n_episodes"] == "4" and info["hyperparams"]["n_epochs"] == "2"
-    # A fresh process runs on the pinned kernels
-    pinned = "AVX2" if published.cpu_supports("avx2") else info["numerics"]["torch_cpu_capability"]
-    assert info["numerics"]["torch_cpu_capability"] == pinned and info["torch_threads"] == 1
+    # A fresh process runs on the pinned kernels (test_runner_pins_before_any_torch_operation: in time)
     assert info["numerics"]["mkl_cbwr"] == ("COMPATIBLE" if th.backends.mkl.is_available() else "no MKL")
+    assert info["torch_threads"] == 1
     runs = load_runs(log_dir)
     assert sorted({run.algo for run in runs}) == ["haepo", "haepo-beta0", "haepo-m4"] and len(runs) == 6
     improvement = probability_of_improvement(runs)

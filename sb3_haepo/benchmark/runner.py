@@ -430,7 +430,8 @@ def run_grid(specs: list[RunSpec], n_jobs: int = 1, progress_bar: bool = True) -
     """
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be >= 1, got {n_jobs!r}")
-    # Before any torch operation here, so that the worker processes (forked on Linux) inherit the pinned kernels
+    # Before any torch operation here, so that forked workers inherit the pinned kernels (workers started fresh, as
+    # on Python 3.14, pin them in run_one)
     published.pin_numerics()
     todo = [spec for spec in specs if not is_complete(spec)]
     results = [run_one(spec) for spec in specs if is_complete(spec)]
