@@ -31,6 +31,8 @@ from sb3_haepo.benchmark.runner import (
 from sb3_haepo.experiments import published
 
 ENV_ID = "sb3_haepo/Bandit10-v0"
+# The repository root
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -251,23 +253,29 @@ def test_variant_grid_and_unknown_keys():
     check_hyperparams("ppo", {"n_envs": 8, "n_steps": 32})
 
 
+def script_env() -> dict[str, str]:
+    """
+    The environment of a script run by a test: the repository root on the path (for a checkout where the package is
+    not installed), headless plots, and not the user's NUMERIC_PINS (the script pins its own).
+    """
+    env = {key: value for key, value in os.environ.items() if key not in published.NUMERIC_PINS}
+    return {**env, "MPLBACKEND": "Agg", "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+
+
 def test_runner_pins_before_any_torch_operation(tmp_path):
     """
     ``scripts/run_benchmark.py`` pins the kernels after all its imports and set-up, before torch fixes them: asked for a
     width other than the CPU's own (scalar), its run records that width, on any machine.
     """
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {key: value for key, value in os.environ.items() if key not in published.NUMERIC_PINS}
-    env = {**env, "MPLBACKEND": "Agg", "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     code = (
         "import runpy, sys; from sb3_haepo.experiments import published; "
         "published.NUMERIC_PINS['ATEN_CPU_CAPABILITY'] = 'default'; published.cpu_supports = lambda extension: True; "
         "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
     )
-    command = [sys.executable, "-c", code, os.path.join(root, "scripts", "run_benchmark.py"), "--algos", "haepo"]
+    command = [sys.executable, "-c", code, os.path.join(ROOT, "scripts", "run_benchmark.py"), "--algos", "haepo"]
     command += ["--envs", ENV_ID, "--seeds", "0", "--n-timesteps", "64", "--eval-freq", "64", "--n-eval-episodes", "1"]
     command += ["--log-dir", str(tmp_path), "--hyperparams", "n_epochs=1,n_episodes=4"]
-    subprocess.run(command, check=True, env=env, capture_output=True, timeout=300)
+    subprocess.run(command, check=True, env=script_env(), capture_output=True, timeout=300)
     info = json.load(open(tmp_path / "haepo" / "sb3_haepo-Bandit10-v0_0" / "run.json"))
     assert info["numerics"]["torch_cpu_capability"] == "DEFAULT"
 
@@ -275,15 +283,11 @@ def test_runner_pins_before_any_torch_operation(tmp_path):
 def test_variant_grid_cli_and_report(tmp_path):
     # A tiny grid from the command line: HAEPO's defaults and 2 variants, 2 seeds, 256 pulls
     log_dir = tmp_path / "logs"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    # The repository root on the path, for a checkout where the package is not installed
-    python_path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-    env = {key: value for key, value in os.environ.items() if key not in published.NUMERIC_PINS}
-    env = {**env, "MPLBACKEND": "Agg", "PYTHONPATH": python_path}
-    script = os.path.join(root, "scripts", "run_benchmark.py")
+    script = os.path.join(ROOT, "scripts", "run_benchmark.py")
     command = [sys.executable, script, "--algos", "haepo", "--envs", ENV_ID, "--seeds", "0", "1", "--n-timesteps", "256"]
     command += ["--eval-freq", "128", "--n-eval-episodes", "5", "--log-dir", str(log_dir), "--hyperparams", "n_epochs=2"]
     command += ["--variant", "beta0:weight_ent_coef=0,ref_kl_coef=0.0", "--variant", "m4:n_episodes=4"]
+    env = script_env()
     subprocess.run(command, check=True, env=env, capture_output=True, timeout=300)
     assert sorted(path.name for path in log_dir.iterdir()) == ["haepo", "haepo-beta0", "haepo-m4"]
     info = json.load(open(log_dir / "haepo-m4" / "sb3_haepo-Bandit10-v0_1" / "run.json"))
@@ -329,8 +333,7 @@ def test_zoo_runs_take_the_zoo_settings(tmp_path):
     with pytest.raises(ValueError, match=r"'missing\.yml' for 'ppo' is not a file"):
         zoo_conf_path("ppo", "missing.yml")
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    ppo_yml = os.path.join(root, "hyperparams", "ppo.yml")
+    ppo_yml = os.path.join(ROOT, "hyperparams", "ppo.yml")
 
     def setup(algo, env_id, conf, **overrides):
         spec = RunSpec(algo, env_id, 3, 1000, str(tmp_path), hyperparams=overrides, zoo_conf=zoo_conf_path(algo, conf))
