@@ -51,15 +51,22 @@ def test_pack_keeps_what_the_report_reads_and_unpack_restores_it(logs, tmp_path)
     partial.mkdir()
     (partial / "run.json").write_text("{}")
     (logs / RUN0 / "model.zip").write_bytes(b"not part of the report")
+    # A run from before the runner wrote progress logs is packed without one
+    old_run = "grpo/sb3_haepo-Bandit10-v0_1"
+    os.remove(logs / old_run / "progress.csv")
     archive = tmp_path / "logs.tar.xz"
     assert pack_logs(logs, archive) == 4
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
     names = [member.name for member in members]
     assert not any("model.zip" in name or "_7/" in name for name in names)
-    # Each run: run.json, evaluations.npz, its monitor and the marker, which comes last
+    # Each run: run.json, evaluations.npz, its monitor, its progress log and the marker, which comes last
     run0 = [name for name in names if name.startswith(f"{RUN0}/")]
-    assert run0 == [f"{RUN0}/{name}" for name in ("0.monitor.csv", "evaluations.npz", "run.json", "complete")]
+    run0_files = ("0.monitor.csv", "evaluations.npz", "progress.csv", "run.json", "complete")
+    assert run0 == [f"{RUN0}/{name}" for name in run0_files]
+    assert [name for name in names if name.startswith(f"{old_run}/")] == [
+        f"{old_run}/{name}" for name in run0_files if name != "progress.csv"
+    ]
     assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.uname == "" and m.gname == "" for m in members)
 
     restored_dir = tmp_path / "restored"
@@ -70,9 +77,11 @@ def test_pack_keeps_what_the_report_reads_and_unpack_restores_it(logs, tmp_path)
     ]
     for run in complete_run_dirs(logs):
         restored = restored_dir / run.relative_to(logs)
-        assert sorted(p.name for p in restored.iterdir()) == ["0.monitor.csv", "complete", "evaluations.npz", "run.json"]
-        for name in ("0.monitor.csv", "run.json"):
-            assert (restored / name).read_bytes() == (run / name).read_bytes()
+        assert sorted(p.name for p in restored.iterdir()) == sorted(p.name for p in run.iterdir() if p.name != "model.zip")
+        for name in ("0.monitor.csv", "progress.csv", "run.json"):
+            assert (restored / name).exists() == (run / name).exists()
+            if (run / name).exists():
+                assert (restored / name).read_bytes() == (run / name).read_bytes()
         np.testing.assert_array_equal(
             np.load(restored / "evaluations.npz")["results"], np.load(run / "evaluations.npz")["results"]
         )

@@ -4,10 +4,12 @@ import pickle
 import subprocess
 import sys
 
+import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
 import torch as th
+from stable_baselines3.common.logger import configure
 
 from sb3_haepo.benchmark.configs import get_hyperparams
 from sb3_haepo.benchmark.report import (
@@ -21,6 +23,7 @@ from sb3_haepo.benchmark.report import (
     write_report,
 )
 from sb3_haepo.benchmark.runner import (
+    PROGRESS_LOG,
     check_hyperparams,
     make_grid,
     parse_hyperparams,
@@ -29,6 +32,7 @@ from sb3_haepo.benchmark.runner import (
     run_grid,
 )
 from sb3_haepo.experiments import published
+from sb3_haepo.haepo import HAEPO
 
 ENV_ID = "sb3_haepo/Bandit10-v0"
 # The repository root
@@ -72,6 +76,32 @@ def test_runner_layout(grid_logs):
         # The kernels it ran on (this process's, which its workers forked from; the pinned ones where no torch
         # operation ran before the grid, as in `scripts/run_benchmark.py`)
         assert info["torch_threads"] == 1 and info["numerics"] == published.numeric_note()
+        # SB3's logger as CSV: each update's train/ diagnostics once (16-episode groups of one step each: 16
+        # updates in 256 steps; PPO's 64-step rollouts: 4), the last one too, and each evaluation's row
+        progress = pd.read_csv(os.path.join(run_dir, PROGRESS_LOG))
+        own = {"haepo": ["train/weight_entropy", "train/effective_n_episodes"], "ppo": ["train/value_loss"]}[spec.algo]
+        updates = progress.dropna(subset=own)
+        assert len(updates) == {"haepo": 16, "ppo": 4}[spec.algo] and updates[own].notna().all().all()
+        assert progress["time/total_timesteps"].iloc[-1] == info["num_timesteps"]
+        assert list(progress["eval/mean_reward"].dropna()) == list(evaluations["results"].mean(axis=1))
+
+
+def test_progress_log_does_not_change_the_run(tmp_path):
+    """The runner's CSV logger draws no random numbers: the same seed trains to the same parameters without it."""
+
+    def trained(log: bool) -> list[th.Tensor]:
+        model = HAEPO("MlpPolicy", gym.make(ENV_ID), n_episodes=16, seed=3)
+        if log:
+            model.set_logger(configure(str(tmp_path), ["csv"]))
+        model.learn(128)
+        return [parameter.detach().clone() for parameter in model.policy.parameters()]
+
+    logged, plain = trained(True), trained(False)
+    assert (tmp_path / PROGRESS_LOG).stat().st_size > 0
+    assert len(logged) == len(plain) and all(th.equal(a, b) for a, b in zip(logged, plain, strict=True))
+    assert not all(
+        th.equal(a, b) for a, b in zip(logged, HAEPO("MlpPolicy", gym.make(ENV_ID), seed=3).policy.parameters(), strict=True)
+    )
 
 
 def test_runner_resumes(grid_logs):

@@ -3,7 +3,8 @@ Pack a benchmark grid's logs into one small archive that can be committed beside
 
 The runner's logs (``logs/``) are not in git, so a fresh checkout cannot regenerate a published report or resume its
 grid. An archive keeps, for each complete run, exactly what the report and the runner's resume need: ``run.json``,
-``evaluations.npz``, the training monitors ``*.monitor.csv`` and the ``complete`` marker. Incomplete runs are left
+``evaluations.npz``, the training monitors ``*.monitor.csv``, the logger's ``progress.csv`` where the run has one (runs
+since 2026-12-02) and the ``complete`` marker. Incomplete runs are left
 out (the runner would start them over anyway). The archive is xz-compressed and byte-for-byte reproducible: members
 are sorted, and their times and owners are zeroed.
 """
@@ -13,10 +14,10 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from sb3_haepo.benchmark.runner import COMPLETE_MARKER, RUN_INFO
+from sb3_haepo.benchmark.runner import COMPLETE_MARKER, PROGRESS_LOG, RUN_INFO
 
 # What one run contributes to an archive (its complete marker is added last)
-RUN_FILE_PATTERNS = (RUN_INFO, "evaluations.npz", "*.monitor.csv")
+RUN_FILE_PATTERNS = (RUN_INFO, "evaluations.npz", "*.monitor.csv", PROGRESS_LOG)
 # Where unpack_logs writes a run before moving it into place, under the log folder
 UNPACKING_DIR = ".unpacking"
 

@@ -17,6 +17,7 @@ import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
 
@@ -26,6 +27,8 @@ from sb3_haepo.experiments import published
 
 COMPLETE_MARKER = "complete"
 RUN_INFO = "run.json"
+#: SB3's logger output of a run (one row per logged rollout: ``train/``, ``rollout/``, ``eval/``, ``time/`` keys)
+PROGRESS_LOG = "progress.csv"
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,11 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     Train one run and log it; a run already complete is skipped, a partial one is started over.
 
     Writes in ``spec.run_dir``: ``evaluations.npz`` (EvalCallback), ``0.monitor.csv`` ... (training episodes, with
-    the env's info keys), ``run.json`` (hyperparameters, training wall-clock time, env steps per second,
-    training time at each evaluation, the CPU kernels of ``published.numeric_note``) and the marker ``complete``, last.
+    the env's info keys), ``progress.csv`` (SB3's logger as CSV, one row per dump: the algorithm's ``train/``
+    diagnostics of each update, e.g. HAEPO's weight entropy and policy entropy, in the first row after it, and the
+    evaluations' ``eval/`` rows; logging draws no random numbers, so the run is the same without it), ``run.json``
+    (hyperparameters, training wall-clock time, env steps per second, training time at each evaluation, the CPU
+    kernels of ``published.numeric_note``) and the marker ``complete``, last.
 
     :return: the contents of ``run.json`` plus ``"status"``: ``"done"`` or ``"skipped"``
     """
@@ -124,6 +130,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         model, eval_env, recorded = _package_setup(spec)
     else:
         model, eval_env, recorded = zoo_setup(spec)
+    model.set_logger(configure(str(spec.run_dir), ["csv"]))
     n_envs = model.n_envs
     callback = TimedEvalCallback(
         eval_env,
@@ -135,6 +142,9 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     )
     model.learn(spec.n_timesteps, callback=callback)
     train_time = callback.train_time
+    # SB3 dumps before each update, so the last update's train/ values are still pending
+    model.logger.record("time/total_timesteps", model.num_timesteps)
+    model.logger.dump(model.num_timesteps)
     model.get_env().close()  # type: ignore[union-attr]
     eval_env.close()
 
