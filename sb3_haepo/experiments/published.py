@@ -76,7 +76,9 @@ def cpu_supports(extension: str) -> bool:
 
 #: The CPU kernels that ``pin_numerics`` chooses: torch's vectorised kernels at AVX2 width even where AVX-512 is
 #: available, and MKL's code path for "compatible" processors (its conditional numerical reproducibility mode, which
-#: Intel documents as giving the same results on Intel and compatible CPUs; not verified here). A different kernel
+#: Intel documents as giving the same results on Intel and compatible CPUs). Measured: with both pins an Intel Xeon
+#: (AVX-512) and an AMD EPYC (Zen 3, AVX2) still differ in the main job's figures (LEARNING.md, entry 31), so the pins
+#: do not make vendors agree; they fix the kernels that the figures name. A different kernel
 #: width (measured: scalar against AVX2) or MKL path changes the main job's figures (LEARNING.md, entry 29): a last-bit
 #: difference in a matrix product or a softmax becomes a different sampled action and then a different run.
 NUMERIC_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"}
@@ -85,8 +87,9 @@ NUMERIC_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"}
 def pin_numerics() -> None:
     """
     Ask torch and MKL for the same CPU kernels on any x86-64 machine with AVX2 (``NUMERIC_PINS``, set in the process's
-    environment unless the user set those variables), and use one torch thread. That two such machines then agree
-    bitwise is the aim, not verified (LEARNING.md entry 29).
+    environment unless the user set those variables), and use one torch thread. Two such machines of different
+    vendors were measured not to agree bitwise even so (LEARNING.md entry 31): a bitwise record holds on machines like
+    the one that made it (``numeric_note``).
 
     Call it before the process's first torch operation: torch fixes its kernel width then (and at
     ``torch.backends.cpu.get_cpu_capability()``), MKL its code path at its first call. Warns when torch's kernels
