@@ -185,7 +185,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
     :param max_grad_norm: The maximum value for the gradient clipping
     :param target_kl: Limit the KL divergence between the policy at the start of the update and the updated policy
         (mean over the group's steps, estimated as in PPO): the epochs stop early once it exceeds
-        ``1.5 * target_kl``. None (default) disables it.
+        ``1.5 * target_kl``. It is checked before each epoch, not before each minibatch as in PPO, so the first
+        epoch's minibatch steps are never stopped (docs/LEARNING.md entry 32). None (default) disables it.
     :param ent_coef: Coefficient of a policy-entropy bonus, PPO's ``ent_coef``: ``-ent_coef`` times the mean over
         the group's steps of the entropy of ``pi(.|s_t)`` is added to the loss, with its exact gradient in every
         update mode (docs/METHOD.md section 12). Distinct from ``weight_ent_coef`` (beta), which acts on the episode
