@@ -80,8 +80,7 @@ def test_runner_layout(grid_logs):
         # updates in 256 steps; PPO's 64-step rollouts: 4), the last one too, and each evaluation's row
         progress = pd.read_csv(os.path.join(run_dir, PROGRESS_LOG))
         own = {"haepo": ["train/weight_entropy", "train/effective_n_episodes"], "ppo": ["train/value_loss"]}[spec.algo]
-        updates = progress.dropna(subset=own)
-        assert len(updates) == {"haepo": 16, "ppo": 4}[spec.algo] and updates[own].notna().all().all()
+        assert [progress[key].notna().sum() for key in own] == [{"haepo": 16, "ppo": 4}[spec.algo]] * len(own)
         assert progress["time/total_timesteps"].iloc[-1] == info["num_timesteps"]
         assert list(progress["eval/mean_reward"].dropna()) == list(evaluations["results"].mean(axis=1))
 
@@ -102,6 +101,41 @@ def test_progress_log_does_not_change_the_run(tmp_path):
     assert not all(
         th.equal(a, b) for a, b in zip(logged, HAEPO("MlpPolicy", gym.make(ENV_ID), seed=3).policy.parameters(), strict=True)
     )
+
+
+def test_progress_log_of_zoo_runs_and_tensorboard(tmp_path):
+    """
+    Through the zoo the progress log is written too (sb3-contrib's ARS: one row per round, here 2 rounds of 2
+    Pendulum episodes), with no extra row when nothing is pending; a ``tensorboard_log`` still gets its events.
+    """
+    pytest.importorskip("rl_zoo3")
+    ars = make_grid(
+        [],
+        ["Pendulum-v1"],
+        [0],
+        800,
+        str(tmp_path / "logs"),
+        eval_freq=400,
+        n_eval_episodes=1,
+        hyperparams={"ars": {"n_delta": 1, "n_top": 1}},
+        zoo_algos={"ars": "zoo"},
+    )
+    tensorboard = make_grid(
+        ["haepo"],
+        [ENV_ID],
+        [0],
+        32,
+        str(tmp_path / "logs"),
+        eval_freq=16,
+        n_eval_episodes=1,
+        hyperparams={"haepo": {"n_episodes": 16, "tensorboard_log": str(tmp_path / "tb")}},
+    )
+    run_grid(ars + tensorboard, n_jobs=1, progress_bar=False)
+    progress = pd.read_csv(ars[0].run_dir / PROGRESS_LOG)
+    assert progress["train/step_size"].notna().sum() == 2 and progress["train/step_size"].notna().iloc[-1]
+    assert list(progress["time/total_timesteps"].dropna())[-1] == 800
+    assert len(list((tmp_path / "tb" / "haepo_sb3_haepo-Bandit10-v0_0").glob("events.out.tfevents.*"))) == 1
+    assert pd.read_csv(tensorboard[0].run_dir / PROGRESS_LOG)["train/weight_entropy"].notna().sum() == 2
 
 
 def test_runner_resumes(grid_logs):

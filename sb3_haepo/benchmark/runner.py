@@ -17,7 +17,7 @@ import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger, configure, make_output_format
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
 
@@ -130,7 +130,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         model, eval_env, recorded = _package_setup(spec)
     else:
         model, eval_env, recorded = zoo_setup(spec)
-    model.set_logger(configure(str(spec.run_dir), ["csv"]))
+    model.set_logger(progress_logger(spec, model.tensorboard_log))
     n_envs = model.n_envs
     callback = TimedEvalCallback(
         eval_env,
@@ -142,9 +142,12 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     )
     model.learn(spec.n_timesteps, callback=callback)
     train_time = callback.train_time
-    # SB3 dumps before each update, so the last update's train/ values are still pending
-    model.logger.record("time/total_timesteps", model.num_timesteps)
-    model.logger.dump(model.num_timesteps)
+    # On-policy algorithms dump before each update: the last update's train/ values are pending unless an evaluation
+    # dumped them since
+    if any(key.startswith("train/") for key in model.logger.name_to_value):
+        model.logger.record("time/total_timesteps", model.num_timesteps)
+        model.logger.dump(model.num_timesteps)
+    model.logger.close()
     model.get_env().close()  # type: ignore[union-attr]
     eval_env.close()
 
@@ -169,6 +172,19 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     (spec.run_dir / RUN_INFO).write_text(json.dumps(info, indent=1))
     (spec.run_dir / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
     return {**info, "status": "done"}
+
+
+def progress_logger(spec: RunSpec, tensorboard_log: str | None) -> Logger:
+    """
+    SB3's logger for a run: CSV in the run's folder (``progress.csv``), and TensorBoard where the model was given a
+    ``tensorboard_log`` (a custom logger replaces the one ``learn()`` would configure for it), in
+    ``{tensorboard_log}/{label}_{env}_{seed}``.
+    """
+    logger = configure(str(spec.run_dir), ["csv"])
+    if tensorboard_log is not None:
+        run_name = f"{spec.label}_{env_folder_name(spec.env_id)}_{spec.seed}"
+        logger.output_formats.append(make_output_format("tensorboard", str(Path(tensorboard_log) / run_name)))
+    return logger
 
 
 def _package_setup(spec: RunSpec) -> tuple[BaseAlgorithm, VecEnv, dict[str, str]]:
