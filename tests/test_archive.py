@@ -9,7 +9,7 @@ import pytest
 
 from sb3_haepo.benchmark.archive import UNPACKING_DIR, complete_run_dirs, pack_logs, unpack_logs
 from sb3_haepo.benchmark.report import load_runs, summary_table
-from sb3_haepo.benchmark.runner import make_grid, run_grid
+from sb3_haepo.benchmark.runner import PROGRESS_LOG, make_grid, run_grid
 
 ENV_ID = "sb3_haepo/Bandit10-v0"
 RUN0 = "haepo/sb3_haepo-Bandit10-v0_0"
@@ -53,7 +53,7 @@ def test_pack_keeps_what_the_report_reads_and_unpack_restores_it(logs, tmp_path)
     (logs / RUN0 / "model.zip").write_bytes(b"not part of the report")
     # A run from before the runner wrote progress logs is packed without one
     old_run = "grpo/sb3_haepo-Bandit10-v0_1"
-    os.remove(logs / old_run / "progress.csv")
+    os.remove(logs / old_run / PROGRESS_LOG)
     archive = tmp_path / "logs.tar.xz"
     assert pack_logs(logs, archive) == 4
     with tarfile.open(archive) as tar:
@@ -62,10 +62,10 @@ def test_pack_keeps_what_the_report_reads_and_unpack_restores_it(logs, tmp_path)
     assert not any("model.zip" in name or "_7/" in name for name in names)
     # Each run: run.json, evaluations.npz, its monitor, its progress log and the marker, which comes last
     run0 = [name for name in names if name.startswith(f"{RUN0}/")]
-    run0_files = ("0.monitor.csv", "evaluations.npz", "progress.csv", "run.json", "complete")
+    run0_files = ("0.monitor.csv", "evaluations.npz", PROGRESS_LOG, "run.json", "complete")
     assert run0 == [f"{RUN0}/{name}" for name in run0_files]
     assert [name for name in names if name.startswith(f"{old_run}/")] == [
-        f"{old_run}/{name}" for name in run0_files if name != "progress.csv"
+        f"{old_run}/{name}" for name in run0_files if name != PROGRESS_LOG
     ]
     assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.uname == "" and m.gname == "" for m in members)
 
@@ -78,7 +78,7 @@ def test_pack_keeps_what_the_report_reads_and_unpack_restores_it(logs, tmp_path)
     for run in complete_run_dirs(logs):
         restored = restored_dir / run.relative_to(logs)
         assert sorted(p.name for p in restored.iterdir()) == sorted(p.name for p in run.iterdir() if p.name != "model.zip")
-        for name in ("0.monitor.csv", "progress.csv", "run.json"):
+        for name in ("0.monitor.csv", PROGRESS_LOG, "run.json"):
             assert (restored / name).exists() == (run / name).exists()
             if (run / name).exists():
                 assert (restored / name).read_bytes() == (run / name).read_bytes()

@@ -27,7 +27,7 @@ from sb3_haepo.experiments import published
 
 COMPLETE_MARKER = "complete"
 RUN_INFO = "run.json"
-#: SB3's logger output of a run (one row per logged rollout: ``train/``, ``rollout/``, ``eval/``, ``time/`` keys)
+#: SB3's logger output of a run (one row per dump of the logger: ``train/``, ``rollout/``, ``eval/``, ``time/`` keys)
 PROGRESS_LOG = "progress.csv"
 
 
