@@ -397,9 +397,9 @@ def test_zoo_runs_take_the_zoo_settings(tmp_path):
     assert isinstance(model.get_env(), VecNormalize) and model.get_env().norm_obs and not model.get_env().norm_reward
     # The evaluation env normalises observations with frozen statistics and leaves rewards alone
     assert isinstance(eval_env, VecNormalize) and not eval_env.training and not eval_env.norm_reward
-    # HAEPO with the bundled file: its MountainCarContinuous entry (gSDE, the defaults otherwise, observations normalised)
+    # HAEPO with the bundled file: its MountainCarContinuous entry (gSDE, 16-episode groups, observations normalised)
     model, eval_env, recorded = setup("haepo", "MountainCarContinuous-v0", "zoo")
-    assert isinstance(model, HAEPO) and model.use_sde and model.sde_sample_freq == 4 and model.n_episodes == 8
+    assert isinstance(model, HAEPO) and model.use_sde and model.sde_sample_freq == 4 and model.n_episodes == 16
     assert isinstance(model.get_env(), VecNormalize) and recorded["use_sde"] == "True"
     with pytest.raises(ValueError, match=r"'n_episodes' for ARS.__init__"):
         make_grid([], ["Pendulum-v1"], [0], 100, "logs", hyperparams={"ars": {"n_episodes": 4}}, zoo_algos={"ars": "zoo"})
