@@ -26,6 +26,8 @@ On top of the zoo's command line, :func:`main`:
 - exits with status 2 and a usage message for a missing or unknown sub-command;
 - stops ``train --storage ... --study-name ... --trial-id N`` with a clear error (status 2) when the study or trial
   ``N`` does not exist (the zoo itself fails with an ``IndexError``);
+- adds ``train -optimize --runs-per-trial K``: each Optuna trial trains ``K`` models and is scored by the mean of
+  their last evaluations (see :func:`repeat_trial_runs`);
 - shows the error that stopped a ``train -P`` run rather than the progress bar's ``AttributeError`` it triggers;
 - makes ``plot_from_file -r -o FILE`` save the rliable figures too, next to ``FILE`` (see
   :func:`rliable_figure_paths`): the zoo's ``-o`` saves only its bar plot of the last evaluations, which it titles
@@ -88,6 +90,12 @@ RLIABLE_FIGURES = {
 # The zoo's title of the bar plot that plot_from_file -o saves (a leftover of its PyBullet study), and ours
 ZOO_BAR_PLOT_TITLE = "PyBullet envs"
 BAR_PLOT_TITLE = "Score of the last evaluation"
+# haepo-zoo's own train option: runs per Optuna trial (see repeat_trial_runs), and the zoo's spellings of -optimize
+RUNS_PER_TRIAL_OPTION = "--runs-per-trial"
+OPTIMIZE_SPELLINGS = ("-optimize", "--optimize-hyperparameters")
+# Offset between the env seeds of a trial's runs: the workers of a study usually differ in --seed by one, and two
+# workers' runs must not share env seeds
+RUN_SEED_STRIDE = 1000
 
 NET_ARCH = {
     # HAEPO only evaluates the actor: the value network is left empty
@@ -219,6 +227,116 @@ def check_trial_id(args: Sequence[str]) -> None:
             "alone; copy trial 0's parameters to -params or to your yml instead",
             file=sys.stderr,
         )
+
+
+def pop_runs_per_trial(args: Sequence[str]) -> tuple[int, list[str]]:
+    """
+    Take ``--runs-per-trial K`` (or ``--runs-per-trial=K``) out of ``train`` arguments: the zoo's parser does not know
+    it (see :func:`repeat_trial_runs`).
+
+    :param args: the arguments of the ``train`` sub-command
+    :return: ``K`` (1 when the option is absent) and the arguments without the option
+    :raises ZooUsageError: when ``K`` is missing or not an integer of at least 1, or the option is given without
+        ``-optimize`` (only a search runs trials)
+    """
+    value, rest = None, []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == RUNS_PER_TRIAL_OPTION and i + 1 < len(args):
+            value, i = args[i + 1], i + 1
+        elif arg == RUNS_PER_TRIAL_OPTION:
+            raise ZooUsageError(f"{RUNS_PER_TRIAL_OPTION} needs a value: the number of runs per trial, 1 or more")
+        elif arg.startswith(RUNS_PER_TRIAL_OPTION + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    if value is None:
+        return 1, rest
+    n_runs = int(value) if value.isdigit() else 0
+    if n_runs < 1:
+        raise ZooUsageError(f"{RUNS_PER_TRIAL_OPTION} {value!r}: the number of runs per trial must be an integer, 1 or more")
+    if not _uses_option(rest, OPTIMIZE_SPELLINGS, len("--optimize")):
+        raise ZooUsageError(
+            f"{RUNS_PER_TRIAL_OPTION} {value}: needs -optimize (--optimize-hyperparameters), which runs the trials"
+        )
+    return n_runs, rest
+
+
+class _RepeatedRunTrial:
+    """
+    An Optuna trial as the second and later runs of a trial see it (:func:`repeat_trial_runs`): its parameters and
+    attributes are the trial's, so the sampler suggests the same values again; its evaluations are not reported and
+    never prune (the trial's intermediate values and the pruner's decision are the first run's).
+    """
+
+    def __init__(self, trial: "optuna.Trial") -> None:
+        self._trial = trial
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+    def report(self, value: float, step: int) -> None:
+        """Do not report: the trial's intermediate values are its first run's."""
+
+    def should_prune(self) -> bool:
+        """Never prune a later run: the first run passed the pruner."""
+        return False
+
+
+def repeat_trial_runs(
+    objective: Callable[[Any, "optuna.Trial"], float], n_runs: int
+) -> Callable[[Any, "optuna.Trial"], float]:
+    """
+    Wrap the zoo's ``ExperimentManager.objective`` so that a trial trains ``n_runs`` models with its parameters, one
+    after another, and is scored by the mean of their last evaluations. One run's score varies so much from seed to seed
+    that the best single-run trials of a study often fail on new seeds (docs/LEARNING.md entries 33 and 34).
+
+    Run ``k`` (from 0) seeds its training and evaluation envs with the manager's seed (``--seed``) plus
+    ``k * RUN_SEED_STRIDE``; its model starts from the random state the earlier runs left (the zoo gives a trial's
+    model ``seed=None``). The first run reports its evaluations to the trial, so the pruner decides on it alone;
+    later runs report nothing. The trial's user attribute ``run_values`` lists the score of each finished run.
+
+    :param objective: the zoo's objective (``ExperimentManager.objective``, unbound)
+    :param n_runs: runs per trial, 1 or more
+    :return: the wrapped objective
+    :raises ValueError: if ``n_runs`` is below 1
+    """
+    if n_runs < 1:
+        raise ValueError(f"n_runs={n_runs}: a trial needs at least one run")
+
+    def wrapped(manager: Any, trial: "optuna.Trial") -> float:
+        seed = manager.seed
+        values: list[float] = []
+        try:
+            for run in range(n_runs):
+                manager.seed = seed + run * RUN_SEED_STRIDE
+                run_trial: Any = trial if run == 0 else _RepeatedRunTrial(trial)
+                values.append(float(objective(manager, run_trial)))
+                trial.set_user_attr("run_values", values)
+        finally:
+            manager.seed = seed
+        return sum(values) / n_runs
+
+    return wrapped
+
+
+@contextlib.contextmanager
+def _runs_per_trial(n_runs: int) -> Iterator[None]:
+    """While the zoo's ``train`` runs: each Optuna trial makes ``n_runs`` runs (:func:`repeat_trial_runs`)."""
+    if n_runs == 1:
+        yield
+        return
+    import rl_zoo3.exp_manager as zoo_exp_manager
+
+    manager = zoo_exp_manager.ExperimentManager
+    original = manager.objective
+    manager.objective = repeat_trial_runs(original, n_runs)  # type: ignore[method-assign, assignment]
+    try:
+        yield
+    finally:
+        manager.objective = original  # type: ignore[method-assign]
 
 
 def rliable_figure_paths(output: str) -> dict[str, str]:
@@ -492,7 +610,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(
             f"{USAGE}\n\n"
             "The rl_zoo3 command line with HAEPO registered as --algo haepo.\n"
-            "Run a sub-command with --help for its options."
+            "Run a sub-command with --help for its options.\n"
+            f"train -optimize also takes {RUNS_PER_TRIAL_OPTION} K: each trial trains K models, scored by their mean."
         )
         return
     if not args:
@@ -505,9 +624,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if command == "benchmark":
         run_benchmark(command_args)
         return
+    n_runs = 1
     if command == "train":
         try:
             check_trial_id(command_args)
+            n_runs, command_args = pop_runs_per_trial(command_args)
         except ZooUsageError as error:
             print(f"{PROG} train: error: {error}", file=sys.stderr)
             sys.exit(2)
@@ -516,7 +637,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         with _plot_from_file_outputs(command_args):
             _run_zoo_cli([command, *command_args])
         return
-    _run_zoo_cli([command, *command_args])
+    with _runs_per_trial(n_runs):
+        _run_zoo_cli([command, *command_args])
 
 
 if __name__ == "__main__":

@@ -588,6 +588,7 @@ def test_help() -> None:
     assert result.returncode == 0
     for command in haepo_zoo.SUB_COMMANDS:
         assert command in result.stdout
+    assert "train -optimize also takes --runs-per-trial K" in result.stdout
 
 
 @pytest.mark.parametrize("args", [[], ["foo"], ["--algo", "haepo"]])
@@ -715,3 +716,126 @@ def test_yml_null_clip_range_passes_the_zoo_preprocessing() -> None:
     assert preprocess({"clip_range": "lin_0.2"})["clip_range"](0.5) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="Invalid value for clip_range"):
         preprocess({"clip_range": [0.2]})
+
+
+@pytest.mark.parametrize(
+    "args, expected_runs, expected_rest",
+    [
+        (["--env", "CartPole-v1"], 1, ["--env", "CartPole-v1"]),
+        (["-optimize", "--runs-per-trial", "3", "-n", "5"], 3, ["-optimize", "-n", "5"]),
+        (["--runs-per-trial=2", "--optimize-hyperparameters"], 2, ["--optimize-hyperparameters"]),
+        (["--optimize", "--runs-per-trial", "1"], 1, ["--optimize"]),  # argparse's abbreviation of the long spelling
+    ],
+)
+def test_pop_runs_per_trial(args: list[str], expected_runs: int, expected_rest: list[str]) -> None:
+    assert haepo_zoo.pop_runs_per_trial(args) == (expected_runs, expected_rest)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-optimize", "--runs-per-trial"], "--runs-per-trial needs a value: the number of runs per trial, 1 or more"),
+        (
+            ["-optimize", "--runs-per-trial", "0"],
+            "--runs-per-trial '0': the number of runs per trial must be an integer, 1 or more",
+        ),
+        (
+            ["-optimize", "--runs-per-trial=-2"],
+            "--runs-per-trial '-2': the number of runs per trial must be an integer, 1 or more",
+        ),
+        (
+            ["-optimize", "--runs-per-trial", "2.5"],
+            "--runs-per-trial '2.5': the number of runs per trial must be an integer, 1 or more",
+        ),
+        (["--runs-per-trial", "3"], "--runs-per-trial 3: needs -optimize (--optimize-hyperparameters), which runs the trials"),
+        (["--optimization-log-path", "x", "--runs-per-trial", "3"], "--runs-per-trial 3: needs -optimize"),
+    ],
+)
+def test_pop_runs_per_trial_rejects(args: list[str], message: str) -> None:
+    with pytest.raises(haepo_zoo.ZooUsageError) as excinfo:
+        haepo_zoo.pop_runs_per_trial(args)
+    assert str(excinfo.value).startswith(message)
+
+
+def test_runs_per_trial_command_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad --runs-per-trial stops train with status 2 and the error, before the zoo parses or trains anything."""
+    with pytest.raises(SystemExit) as excinfo:
+        haepo_zoo.main(["train", "--algo", "haepo", "--env", "CartPole-v1", "-optimize", "--runs-per-trial", "0"])
+    assert excinfo.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "haepo-zoo train: error: --runs-per-trial '0': the number of runs per trial must be an integer, 1 or more"
+    )
+
+
+class _FakeManager:
+    """The part of the zoo's ExperimentManager that the wrapped objective touches: its seed."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+
+def test_repeat_trial_runs() -> None:
+    """Three runs per trial: the same sampled parameter in every run, env seeds --seed + k * 1000, the first run's
+    evaluations alone reported, the mean of the runs' scores as the trial's value, the manager's seed restored."""
+    calls: list[tuple[int, float, bool]] = []
+    scores = iter([1.0, 2.0, 6.0, 10.0, 20.0, 30.0])
+
+    def objective(manager: _FakeManager, trial: Any) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        score = next(scores)
+        trial.report(score, step=1)
+        calls.append((manager.seed, x, trial.should_prune()))
+        return score
+
+    manager = _FakeManager(seed=7)
+    wrapped = haepo_zoo.repeat_trial_runs(objective, 3)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    study.optimize(lambda trial: wrapped(manager, trial), n_trials=2)
+    first, second = study.trials
+    assert first.value == 3.0 and second.value == 20.0
+    assert first.user_attrs["run_values"] == [1.0, 2.0, 6.0]
+    assert first.intermediate_values == {1: 1.0} and second.intermediate_values == {1: 10.0}
+    assert [seed for seed, _, _ in calls] == [7, 1007, 2007, 7, 1007, 2007]
+    assert [x for _, x, _ in calls[:3]] == [first.params["x"]] * 3
+    assert manager.seed == 7
+
+
+def test_repeat_trial_runs_pruned_in_the_first_run() -> None:
+    """A trial pruned in its first run makes no further run, and the manager's seed is restored."""
+    seeds: list[int] = []
+
+    def objective(manager: _FakeManager, trial: Any) -> float:
+        seeds.append(manager.seed)
+        raise optuna.TrialPruned()
+
+    manager = _FakeManager(seed=3)
+    study = optuna.create_study()
+    study.optimize(lambda trial: haepo_zoo.repeat_trial_runs(objective, 4)(manager, trial), n_trials=1)
+    assert study.trials[0].state == optuna.trial.TrialState.PRUNED
+    assert seeds == [3] and manager.seed == 3
+    with pytest.raises(ValueError, match="n_runs=0"):
+        haepo_zoo.repeat_trial_runs(objective, 0)
+
+
+def test_optimize_with_runs_per_trial(tmp_path: Path) -> None:
+    """Through the command line: each complete trial made two runs and its value is their mean score."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    run_zoo([*_optimize_args(tmp_path / "logs", storage, "runs"), "--runs-per-trial", "2"], cwd=tmp_path)
+    study = optuna.load_study(study_name="runs", storage=storage)
+    complete = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
+    assert complete
+    for trial in complete:
+        runs = trial.user_attrs["run_values"]
+        assert len(runs) == 2 and trial.value == pytest.approx(sum(runs) / 2)
+
+
+def test_runs_per_trial_patch_is_scoped() -> None:
+    """The zoo's objective is wrapped only while train runs with --runs-per-trial above 1, and restored after."""
+    import rl_zoo3.exp_manager
+
+    original = rl_zoo3.exp_manager.ExperimentManager.objective
+    with haepo_zoo._runs_per_trial(1):
+        assert rl_zoo3.exp_manager.ExperimentManager.objective is original
+    with haepo_zoo._runs_per_trial(2):
+        assert rl_zoo3.exp_manager.ExperimentManager.objective is not original
+    assert rl_zoo3.exp_manager.ExperimentManager.objective is original
