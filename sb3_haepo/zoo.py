@@ -35,6 +35,7 @@ On top of the zoo's command line, :func:`main`:
 """
 
 import contextlib
+import copy
 import importlib
 import os
 import runpy
@@ -93,8 +94,10 @@ BAR_PLOT_TITLE = "Score of the last evaluation"
 # haepo-zoo's own train option: runs per Optuna trial (see repeat_trial_runs), and the zoo's spellings of -optimize
 RUNS_PER_TRIAL_OPTION = "--runs-per-trial"
 OPTIMIZE_SPELLINGS = ("-optimize", "--optimize-hyperparameters")
-# Offset between the env seeds of a trial's runs: the workers of a study usually differ in --seed by one, and two
-# workers' runs must not share env seeds
+# Shortest abbreviation of --optimize-hyperparameters that argparse accepts (--optimiz is also --optimization-log-path)
+OPTIMIZE_MIN_PREFIX = len("--optimize")
+# Offset between the env seeds of a trial's runs (the zoo seeds env i of a run with its seed + i): keeps a worker's
+# later runs apart from the first runs of workers whose --seed differs by a few, the usual way to start workers
 RUN_SEED_STRIDE = 1000
 
 NET_ARCH = {
@@ -237,7 +240,8 @@ def pop_runs_per_trial(args: Sequence[str]) -> tuple[int, list[str]]:
     :param args: the arguments of the ``train`` sub-command
     :return: ``K`` (1 when the option is absent) and the arguments without the option
     :raises ZooUsageError: when ``K`` is missing or not an integer of at least 1, or the option is given without
-        ``-optimize`` (only a search runs trials)
+        ``-optimize`` (only a search runs trials; spelled ``-optimize``, ``--optimize-hyperparameters`` or an
+        abbreviation of the long spelling down to ``--optimize``)
     """
     value, rest = None, []
     i = 0
@@ -254,12 +258,12 @@ def pop_runs_per_trial(args: Sequence[str]) -> tuple[int, list[str]]:
         i += 1
     if value is None:
         return 1, rest
-    n_runs = int(value) if value.isdigit() else 0
+    n_runs = int(value) if value.isascii() and value.isdigit() else 0
     if n_runs < 1:
         raise ZooUsageError(f"{RUNS_PER_TRIAL_OPTION} {value!r}: the number of runs per trial must be an integer, 1 or more")
-    if not _uses_option(rest, OPTIMIZE_SPELLINGS, len("--optimize")):
+    if not _uses_option(rest, OPTIMIZE_SPELLINGS, OPTIMIZE_MIN_PREFIX):
         raise ZooUsageError(
-            f"{RUNS_PER_TRIAL_OPTION} {value}: needs -optimize (--optimize-hyperparameters), which runs the trials"
+            f"{RUNS_PER_TRIAL_OPTION} {value!r}: needs -optimize (--optimize-hyperparameters), which runs the trials"
         )
     return n_runs, rest
 
@@ -272,6 +276,7 @@ class _RepeatedRunTrial:
     """
 
     def __init__(self, trial: "optuna.Trial") -> None:
+        """:param trial: the trial whose run this is"""
         self._trial = trial
 
     def __getattr__(self, name: str) -> Any:
@@ -293,10 +298,14 @@ def repeat_trial_runs(
     after another, and is scored by the mean of their last evaluations. One run's score varies so much from seed to seed
     that the best single-run trials of a study often fail on new seeds (docs/LEARNING.md entries 33 and 34).
 
-    Run ``k`` (from 0) seeds its training and evaluation envs with the manager's seed (``--seed``) plus
-    ``k * RUN_SEED_STRIDE``; its model starts from the random state the earlier runs left (the zoo gives a trial's
-    model ``seed=None``). The first run reports its evaluations to the trial, so the pruner decides on it alone;
-    later runs report nothing. The trial's user attribute ``run_values`` lists the score of each finished run.
+    Run ``k`` (from 0) is made by a shallow copy of the manager whose seed (``--seed``) is raised by
+    ``k * RUN_SEED_STRIDE``, which seeds its training and evaluation envs; its model starts from the random state the
+    earlier runs left (the zoo gives a trial's model ``seed=None``). The manager itself is not changed, so trials in
+    threads (``--n-jobs`` above 1) do not see each other's seeds. With ``--optimization-log-path DIR``, run ``k >= 1``
+    writes its evaluations and best model under ``DIR/run_k/trial_N`` (run 0 under ``DIR/trial_N``, as the zoo does).
+    The first run reports its evaluations to the trial, so the pruner decides on them; later runs report nothing
+    and are not pruned, but a trial whose later run fails (the zoo prunes on a ``ValueError``) ends as pruned. The
+    trial's user attribute ``run_values`` lists the score of each finished run.
 
     :param objective: the zoo's objective (``ExperimentManager.objective``, unbound)
     :param n_runs: runs per trial, 1 or more
@@ -307,16 +316,15 @@ def repeat_trial_runs(
         raise ValueError(f"n_runs={n_runs}: a trial needs at least one run")
 
     def wrapped(manager: Any, trial: "optuna.Trial") -> float:
-        seed = manager.seed
         values: list[float] = []
-        try:
-            for run in range(n_runs):
-                manager.seed = seed + run * RUN_SEED_STRIDE
-                run_trial: Any = trial if run == 0 else _RepeatedRunTrial(trial)
-                values.append(float(objective(manager, run_trial)))
-                trial.set_user_attr("run_values", values)
-        finally:
-            manager.seed = seed
+        for run in range(n_runs):
+            run_manager = copy.copy(manager)
+            run_manager.seed = manager.seed + run * RUN_SEED_STRIDE
+            if run > 0 and manager.optimization_log_path is not None:
+                run_manager.optimization_log_path = os.path.join(manager.optimization_log_path, f"run_{run}")
+            run_trial: Any = trial if run == 0 else _RepeatedRunTrial(trial)
+            values.append(float(objective(run_manager, run_trial)))
+            trial.set_user_attr("run_values", list(values))
         return sum(values) / n_runs
 
     return wrapped

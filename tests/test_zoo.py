@@ -747,8 +747,13 @@ def test_pop_runs_per_trial(args: list[str], expected_runs: int, expected_rest: 
             ["-optimize", "--runs-per-trial", "2.5"],
             "--runs-per-trial '2.5': the number of runs per trial must be an integer, 1 or more",
         ),
-        (["--runs-per-trial", "3"], "--runs-per-trial 3: needs -optimize (--optimize-hyperparameters), which runs the trials"),
-        (["--optimization-log-path", "x", "--runs-per-trial", "3"], "--runs-per-trial 3: needs -optimize"),
+        (
+            ["--runs-per-trial", "3"],
+            "--runs-per-trial '3': needs -optimize (--optimize-hyperparameters), which runs the trials",
+        ),
+        (["--optimization-log-path", "x", "--runs-per-trial", "3"], "--runs-per-trial '3': needs -optimize"),
+        (["--optimiz", "--runs-per-trial", "3"], "--runs-per-trial '3': needs -optimize"),  # ambiguous for argparse
+        (["-optimize", "--runs-per-trial", "\u00b2"], "--runs-per-trial '\u00b2': the number of runs per trial must"),
     ],
 )
 def test_pop_runs_per_trial_rejects(args: list[str], message: str) -> None:
@@ -768,53 +773,95 @@ def test_runs_per_trial_command_line_error(capsys: pytest.CaptureFixture[str]) -
 
 
 class _FakeManager:
-    """The part of the zoo's ExperimentManager that the wrapped objective touches: its seed."""
+    """The part of the zoo's ExperimentManager that the wrapped objective touches: its seed and optimization log path."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, optimization_log_path: str | None = None) -> None:
         self.seed = seed
+        self.optimization_log_path = optimization_log_path
+
+
+class _AlwaysPrune(optuna.pruners.BasePruner):
+    """A pruner that answers yes whenever it is asked."""
+
+    def prune(self, study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> bool:
+        return True
 
 
 def test_repeat_trial_runs() -> None:
-    """Three runs per trial: the same sampled parameter in every run, env seeds --seed + k * 1000, the first run's
-    evaluations alone reported, the mean of the runs' scores as the trial's value, the manager's seed restored."""
-    calls: list[tuple[int, float, bool]] = []
+    """Three runs per trial: the same sampled parameter in every run, env seeds --seed + k * 1000 and log paths
+    DIR/run_k on copies of the manager, the first run's evaluations alone reported and asked to prune, the mean of the
+    runs' scores as the trial's value."""
+    calls: list[tuple[int, str | None, float, bool]] = []
     scores = iter([1.0, 2.0, 6.0, 10.0, 20.0, 30.0])
 
-    def objective(manager: _FakeManager, trial: Any) -> float:
+    def objective(run_manager: _FakeManager, trial: Any) -> float:
         x = trial.suggest_float("x", 0.0, 1.0)
         score = next(scores)
-        trial.report(score, step=1)
-        calls.append((manager.seed, x, trial.should_prune()))
+        run = (run_manager.seed - 7) // 1000
+        trial.report(score, step=1 + run)
+        calls.append((run_manager.seed, run_manager.optimization_log_path, x, trial.should_prune()))
         return score
 
-    manager = _FakeManager(seed=7)
+    manager = _FakeManager(seed=7, optimization_log_path="opt")
     wrapped = haepo_zoo.repeat_trial_runs(objective, 3)
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    study = optuna.create_study(direction="maximize", pruner=_AlwaysPrune())
     study.optimize(lambda trial: wrapped(manager, trial), n_trials=2)
     first, second = study.trials
     assert first.value == 3.0 and second.value == 20.0
     assert first.user_attrs["run_values"] == [1.0, 2.0, 6.0]
     assert first.intermediate_values == {1: 1.0} and second.intermediate_values == {1: 10.0}
-    assert [seed for seed, _, _ in calls] == [7, 1007, 2007, 7, 1007, 2007]
-    assert [x for _, x, _ in calls[:3]] == [first.params["x"]] * 3
-    assert manager.seed == 7
+    assert [seed for seed, _, _, _ in calls] == [7, 1007, 2007] * 2
+    expected_paths = ["opt", os.path.join("opt", "run_1"), os.path.join("opt", "run_2")]
+    assert [path for _, path, _, _ in calls] == expected_paths * 2
+    assert [x for _, _, x, _ in calls[:3]] == [first.params["x"]] * 3
+    assert [prune for _, _, _, prune in calls] == [True, False, False] * 2
+    assert manager.seed == 7 and manager.optimization_log_path == "opt"
 
 
-def test_repeat_trial_runs_pruned_in_the_first_run() -> None:
-    """A trial pruned in its first run makes no further run, and the manager's seed is restored."""
+def test_repeat_trial_runs_pruned() -> None:
+    """A trial pruned in its first run makes no further run; one pruned in a later run ends pruned; the manager is
+    never changed."""
     seeds: list[int] = []
 
-    def objective(manager: _FakeManager, trial: Any) -> float:
-        seeds.append(manager.seed)
-        raise optuna.TrialPruned()
+    def objective(run_manager: _FakeManager, trial: Any) -> float:
+        seeds.append(run_manager.seed)
+        if run_manager.seed in (3, 2003 + 1):  # the first run of trial 0, the third of trial 1
+            raise optuna.TrialPruned()
+        return 5.0
 
-    manager = _FakeManager(seed=3)
+    managers = [_FakeManager(seed=3), _FakeManager(seed=4)]
     study = optuna.create_study()
-    study.optimize(lambda trial: haepo_zoo.repeat_trial_runs(objective, 4)(manager, trial), n_trials=1)
-    assert study.trials[0].state == optuna.trial.TrialState.PRUNED
-    assert seeds == [3] and manager.seed == 3
+    wrapped = haepo_zoo.repeat_trial_runs(objective, 4)
+    for manager in managers:
+        study.optimize(lambda trial, manager=manager: wrapped(manager, trial), n_trials=1)
+    assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+    assert seeds == [3, 4, 1004, 2004]
+    assert study.trials[1].user_attrs["run_values"] == [5.0, 5.0]
+    assert [manager.seed for manager in managers] == [3, 4]
     with pytest.raises(ValueError, match="n_runs=0"):
         haepo_zoo.repeat_trial_runs(objective, 0)
+
+
+def test_repeat_trial_runs_in_threads() -> None:
+    """Trials in threads (the zoo's --n-jobs) each see their own runs' seeds."""
+    import threading
+    import time
+
+    seen: dict[int, list[int]] = {}
+    lock = threading.Lock()
+
+    def objective(run_manager: _FakeManager, trial: Any) -> float:
+        time.sleep(0.01)
+        with lock:
+            seen.setdefault(trial.number, []).append(run_manager.seed)
+        time.sleep(0.01)
+        return float(run_manager.seed)
+
+    manager = _FakeManager(seed=0)
+    study = optuna.create_study()
+    study.optimize(lambda trial: haepo_zoo.repeat_trial_runs(objective, 3)(manager, trial), n_trials=8, n_jobs=4)
+    assert seen == {number: [0, 1000, 2000] for number in range(8)}
+    assert all(trial.value == 1000.0 for trial in study.trials)
 
 
 def test_optimize_with_runs_per_trial(tmp_path: Path) -> None:
