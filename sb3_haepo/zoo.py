@@ -411,7 +411,9 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
     (``--storage/--study-name/--trial-id``). ``batch_size`` is not sampled: it only bounds the memory of the
     gradient computation and does not change the gradient. Invalid combinations make HAEPO raise ``ValueError``,
     which the zoo turns into a pruned trial. The trial records which worker ran it (user attribute ``worker``:
-    ``host:pid``), which shows how the trials of a distributed study were shared.
+    ``host:pid``), which shows how the trials of a distributed study were shared. The learning rate is constant or
+    decays linearly to 0 over the trial's budget (``lr_schedule``; the returned ``learning_rate`` is then the zoo's
+    ``SimpleLinearSchedule``).
 
     :param trial: the Optuna trial
     :param n_actions: size of a Box action space (its initial log-std is sampled), 0 for discrete action spaces (their
@@ -424,6 +426,8 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
     sampled_params: dict[str, Any] = {
         "credit": credit,
         "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        # Constant, or decaying linearly to 0 over the budget (the zoo's lin_ schedules; the CartPole entry's lin_0.003)
+        "lr_schedule": trial.suggest_categorical("lr_schedule", ["constant", "linear"]),
         "n_episodes": trial.suggest_categorical("n_episodes", [4, 8, 16, 32, 64]),
         "n_epochs": trial.suggest_categorical("n_epochs", [1, 2, 4, 8, 10, 16]),
         "minibatch_size": trial.suggest_categorical("minibatch_size", [None, 32, 64, 128, 256]),
@@ -448,7 +452,13 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
     else:
         # Discrete, MultiDiscrete, MultiBinary actions: held logit noise (docs/METHOD.md section 14), off or on
         sampled_params["logit_noise_std"] = trial.suggest_categorical("logit_noise_std", [0.0, 0.3, 1.0, 3.0])
-    return convert_haepo_params(sampled_params)
+    hyperparams = convert_haepo_params(sampled_params)
+    if isinstance(hyperparams["learning_rate"], str):
+        # The converter's lin_ string is for the zoo's yml preprocessing; the trial's model takes the schedule itself
+        from rl_zoo3.utils import SimpleLinearSchedule
+
+        hyperparams["learning_rate"] = SimpleLinearSchedule(float(hyperparams["learning_rate"][len("lin_") :]))
+    return hyperparams
 
 
 def convert_haepo_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -457,10 +467,15 @@ def convert_haepo_params(params: dict[str, Any]) -> dict[str, Any]:
 
     :param params: the trial parameters (``trial.params``)
     :return: the keyword arguments for HAEPO, with ``net_arch``, ``activation_fn`` and ``log_std_init``
-        moved into ``policy_kwargs``, and ``normalize_returns="zscore"`` with ``credit="reward_to_go"`` (the only
-        normalisation it takes, so that a yml entry's ``normalize_returns`` cannot make the trial invalid)
+        moved into ``policy_kwargs``, ``normalize_returns="zscore"`` with ``credit="reward_to_go"`` (the only
+        normalisation it takes, so that a yml entry's ``normalize_returns`` cannot make the trial invalid), and
+        ``learning_rate`` as the zoo's ``"lin_<rate>"`` string when ``lr_schedule`` is ``"linear"`` (the zoo turns it
+        into a schedule when it re-trains from a trial; trials of studies made before ``lr_schedule`` was sampled
+        have a constant rate)
     """
     hyperparams = dict(params)
+    if hyperparams.pop("lr_schedule", "constant") == "linear":
+        hyperparams["learning_rate"] = f"lin_{hyperparams['learning_rate']}"
     if hyperparams.get("credit") == "reward_to_go":
         # Per-step credit z-scores its advantages: override a yml's normalize_returns (e.g. "sum" with episode credit)
         hyperparams.setdefault("normalize_returns", "zscore")

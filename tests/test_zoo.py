@@ -522,16 +522,30 @@ def test_yml_adaptive_coefficients_and_frozen_reference(tmp_path: Path) -> None:
 def test_sampler_and_converter() -> None:
     """Sampled parameters are valid HAEPO kwargs, and the converter maps the raw trial params to the same kwargs."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    schedules = set()
     for env_id, n_actions in [("CartPole-v1", 0), ("Pendulum-v1", 1)]:
         for _ in range(3):
             trial = study.ask()
             kwargs = haepo_zoo.sample_haepo_params(trial, n_actions, 1, {})
-            assert kwargs == haepo_zoo.convert_haepo_params(trial.params)
+            expected = haepo_zoo.convert_haepo_params(trial.params)
+            rate, schedule = trial.params["learning_rate"], trial.params["lr_schedule"]
+            schedules.add(schedule)
+            if schedule == "linear":
+                # The converter writes the zoo's yml string, the sampler gives the model the schedule it stands for
+                assert expected.pop("learning_rate") == f"lin_{rate}"
+                learning_rate = kwargs.pop("learning_rate")
+                assert learning_rate(1.0) == rate and learning_rate(0.25) == pytest.approx(rate / 4)
+            else:
+                assert kwargs["learning_rate"] == rate
+            assert kwargs == expected
             assert ("log_std_init" in kwargs["policy_kwargs"]) == (n_actions > 0)
             assert ("logit_noise_std" in kwargs) == (n_actions == 0)
             assert trial.user_attrs["worker"].endswith(f":{os.getpid()}")
-            HAEPO("MlpPolicy", env_id, **kwargs)
+            HAEPO("MlpPolicy", env_id, **haepo_zoo.sample_haepo_params(trial, n_actions, 1, {}))
             study.tell(trial, 0.0)
+    assert schedules == {"constant", "linear"}
+    # A trial of a study made before lr_schedule was sampled keeps its constant rate
+    assert haepo_zoo.convert_haepo_params({"learning_rate": 0.002, "n_epochs": 4}) == {"learning_rate": 0.002, "n_epochs": 4}
 
 
 def test_register() -> None:
