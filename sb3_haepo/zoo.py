@@ -413,7 +413,8 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
     which the zoo turns into a pruned trial. The trial records which worker ran it (user attribute ``worker``:
     ``host:pid``), which shows how the trials of a distributed study were shared. The learning rate is constant or
     decays linearly to 0 over the trial's budget (``lr_schedule``; the returned ``learning_rate`` is then the zoo's
-    ``SimpleLinearSchedule``).
+    ``SimpleLinearSchedule``). A linear trial at a proxy budget (``-n`` below the yml's ``n_timesteps``) decays faster
+    than the same entry will over the full budget, so tune schedules at the budget they will train with.
 
     :param trial: the Optuna trial
     :param n_actions: size of a Box action space (its initial log-std is sampled), 0 for discrete action spaces (their
