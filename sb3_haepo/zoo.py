@@ -454,11 +454,11 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
         # Discrete, MultiDiscrete, MultiBinary actions: held logit noise (docs/METHOD.md section 14), off or on
         sampled_params["logit_noise_std"] = trial.suggest_categorical("logit_noise_std", [0.0, 0.3, 1.0, 3.0])
     hyperparams = convert_haepo_params(sampled_params)
-    if isinstance(hyperparams["learning_rate"], str):
+    if sampled_params["lr_schedule"] == "linear":
         # The converter's lin_ string is for the zoo's yml preprocessing; the trial's model takes the schedule itself
         from rl_zoo3.utils import SimpleLinearSchedule
 
-        hyperparams["learning_rate"] = SimpleLinearSchedule(float(hyperparams["learning_rate"][len("lin_") :]))
+        hyperparams["learning_rate"] = SimpleLinearSchedule(sampled_params["learning_rate"])
     return hyperparams
 
 

@@ -527,6 +527,7 @@ def test_sampler_and_converter() -> None:
         for _ in range(3):
             trial = study.ask()
             kwargs = haepo_zoo.sample_haepo_params(trial, n_actions, 1, {})
+            HAEPO("MlpPolicy", env_id, **kwargs)
             expected = haepo_zoo.convert_haepo_params(trial.params)
             rate, schedule = trial.params["learning_rate"], trial.params["lr_schedule"]
             schedules.add(schedule)
@@ -541,7 +542,6 @@ def test_sampler_and_converter() -> None:
             assert ("log_std_init" in kwargs["policy_kwargs"]) == (n_actions > 0)
             assert ("logit_noise_std" in kwargs) == (n_actions == 0)
             assert trial.user_attrs["worker"].endswith(f":{os.getpid()}")
-            HAEPO("MlpPolicy", env_id, **haepo_zoo.sample_haepo_params(trial, n_actions, 1, {}))
             study.tell(trial, 0.0)
     assert schedules == {"constant", "linear"}
     # A trial of a study made before lr_schedule was sampled keeps its constant rate
