@@ -243,19 +243,9 @@ def pop_runs_per_trial(args: Sequence[str]) -> tuple[int, list[str]]:
         ``-optimize`` (only a search runs trials; spelled ``-optimize``, ``--optimize-hyperparameters`` or an
         abbreviation of the long spelling down to ``--optimize``)
     """
-    value, rest = None, []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == RUNS_PER_TRIAL_OPTION and i + 1 < len(args):
-            value, i = args[i + 1], i + 1
-        elif arg == RUNS_PER_TRIAL_OPTION:
-            raise ZooUsageError(f"{RUNS_PER_TRIAL_OPTION} needs a value: the number of runs per trial, 1 or more")
-        elif arg.startswith(RUNS_PER_TRIAL_OPTION + "="):
-            value = arg.split("=", 1)[1]
-        else:
-            rest.append(arg)
-        i += 1
+    value, rest, dangling = _split_option(args, [RUNS_PER_TRIAL_OPTION])
+    if dangling:
+        raise ZooUsageError(f"{RUNS_PER_TRIAL_OPTION} needs a value: the number of runs per trial, 1 or more")
     if value is None:
         return 1, rest
     n_runs = int(value) if value.isascii() and value.isdigit() else 0
@@ -535,6 +525,31 @@ def keep_none_schedules(preprocess: Callable[[dict[str, Any]], dict[str, Any]]) 
     return wrapped
 
 
+def _split_option(args: Sequence[str], names: Sequence[str]) -> tuple[str | None, list[str], bool]:
+    """
+    Find an option (``--name value`` or ``--name=value``) in command line arguments.
+
+    :param args: the command line arguments
+    :param names: the spellings of the option
+    :return: the value of its last occurrence (None if absent), the arguments without any occurrence, and whether an
+        occurrence ends the line without a value
+    """
+    value, rest, dangling = None, [], False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in names and i + 1 < len(args):
+            value, i = args[i + 1], i + 1
+        elif arg in names:
+            dangling = True
+        elif any(arg.startswith(name + "=") for name in names):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return value, rest, dangling
+
+
 def _option_value(args: Sequence[str], names: Sequence[str]) -> str | None:
     """
     Return the value of the last occurrence of an option (``--name value`` or ``--name=value``), None if absent.
@@ -543,14 +558,7 @@ def _option_value(args: Sequence[str], names: Sequence[str]) -> str | None:
     :param names: the spellings of the option
     :return: the value, or None
     """
-    value = None
-    for i, arg in enumerate(args):
-        for name in names:
-            if arg == name and i + 1 < len(args):
-                value = args[i + 1]
-            elif arg.startswith(name + "="):
-                value = arg[len(name) + 1 :]
-    return value
+    return _split_option(args, names)[0]
 
 
 def add_default_conf_file(args: list[str]) -> list[str]:
