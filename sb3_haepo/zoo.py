@@ -531,8 +531,8 @@ def _split_option(args: Sequence[str], names: Sequence[str]) -> tuple[str | None
 
     :param args: the command line arguments
     :param names: the spellings of the option
-    :return: the value of its last occurrence (None if absent), the arguments without any occurrence, and whether an
-        occurrence ends the line without a value
+    :return: the value of its last occurrence that has one (None if none has), the arguments without any occurrence,
+        and whether an occurrence ends the line without a value
     """
     value, rest, dangling = None, [], False
     i = 0

@@ -496,6 +496,13 @@ def test_yml_acrobot_entry_normalises_observations_with_a_decaying_rate(tmp_path
     observations normalised and rewards raw, the default rate 1e-3 decaying linearly to 0, and HAEPO's defaults for
     everything else.
     """
+    assert _load_yml("haepo.yml")["Acrobot-v1"] == {
+        "normalize": "dict(norm_obs=True, norm_reward=False)",
+        "n_envs": 16,
+        "n_timesteps": 1e6,
+        "policy": "MlpPolicy",
+        "learning_rate": "lin_0.001",
+    }
     model, defaults = bundled_entry_model("Acrobot-v1", tmp_path)
     env = model.get_env()
     assert model.n_envs == 16 and isinstance(env, VecNormalize)
