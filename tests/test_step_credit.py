@@ -15,6 +15,7 @@ from sb3_haepo import EPISODE_CREDIT_PRESET, HAEPO, PAPER_PRESET
 from sb3_haepo.common.utils import (
     clipped_step_loss,
     discounted_reward_to_go,
+    epoch_minibatch_size,
     haepo_score_gradient,
     normalize_returns,
     reward_to_go_advantages,
@@ -242,9 +243,34 @@ def test_one_full_minibatch_unclipped_equals_exact_update(credit):
     assert th.allclose(params[0], params[1], atol=1e-6)
 
 
-def test_minibatch_steps_per_epoch():
-    """One optimizer step per minibatch: 3 epochs of ceil(N / 16) steps on a group of N steps."""
-    model = HAEPO("MlpPolicy", "CartPole-v1", n_episodes=4, n_epochs=3, minibatch_size=16, clip_range=0.2, seed=0)
+def test_epoch_minibatch_size_by_hand():
+    # No cap: the minibatch as given, or the whole group
+    assert epoch_minibatch_size(100, 64) == 64
+    assert epoch_minibatch_size(100, None) == 100
+    assert epoch_minibatch_size(10, 64) == 10
+    # A cap that does not bind: ceil(200 / 64) = 4 minibatches <= 4
+    assert epoch_minibatch_size(200, 64, 4) == 64
+    # A cap that binds: ceil(1000 / 4) = 250 steps, 4 minibatches; ceil(1001 / 4) = 251, and ceil(1001 / 251) = 4
+    assert epoch_minibatch_size(1000, 64, 4) == 250
+    assert epoch_minibatch_size(1001, 64, 4) == 251
+    assert epoch_minibatch_size(1001, 64, 1) == 1001
+    # The 10^5-step walk's first group (LEARNING.md entry 38): 674,262 steps, 16 minibatches of 42,142 steps
+    assert epoch_minibatch_size(674_262, 64, 16) == 42_142
+    with pytest.raises(ValueError, match=r"n_steps must be >= 1, got 0"):
+        epoch_minibatch_size(0, 64)
+
+
+def test_epoch_minibatch_size_caps_the_steps_of_an_epoch():
+    """For any group, minibatch and cap: at most K minibatches, never smaller than asked, the fewest such."""
+    for n_steps, minibatch_size, cap in itertools.product([1, 7, 64, 1000, 12_345], [1, 5, 64, 4096], [1, 2, 3, 16]):
+        size = epoch_minibatch_size(n_steps, minibatch_size, cap)
+        assert -(-n_steps // size) <= cap
+        assert size >= min(minibatch_size, n_steps)
+        assert size == min(minibatch_size, n_steps) or -(-n_steps // (size - 1)) > cap
+
+
+def count_optimizer_steps(model: HAEPO) -> list[list[int]]:
+    """Wrap the model's optimizer step and train(): one [group steps, optimizer steps] pair per update."""
     counts: list[list[int]] = []
     optimizer_step, train = model.policy.optimizer.step, model.train
 
@@ -258,9 +284,67 @@ def test_minibatch_steps_per_epoch():
 
     model.policy.optimizer.step = counting_step
     model.train = counting_train
+    return counts
+
+
+def test_minibatch_steps_per_epoch():
+    """One optimizer step per minibatch: 3 epochs of ceil(N / 16) steps on a group of N steps."""
+    model = HAEPO("MlpPolicy", "CartPole-v1", n_episodes=4, n_epochs=3, minibatch_size=16, clip_range=0.2, seed=0)
+    counts = count_optimizer_steps(model)
     model.learn(300)
     assert len(counts) >= 1
     assert all(n_optimizer_steps == 3 * -(-n_steps // 16) for n_steps, n_optimizer_steps in counts)
+
+
+def test_max_minibatches_caps_the_optimizer_steps_of_an_update():
+    """
+    With max_minibatches=3 every epoch takes 3 steps on groups of more than 48 steps (4 random CartPole episodes:
+    about 90), where minibatch_size=16 alone takes ceil(N / 16), and the steps of an update stay at n_epochs * 3.
+    """
+    model = HAEPO(
+        "MlpPolicy", "CartPole-v1", n_episodes=4, n_epochs=3, minibatch_size=16, max_minibatches=3, clip_range=0.2, seed=0
+    )
+    counts = count_optimizer_steps(model)
+    model.learn(300)
+    assert len(counts) >= 2 and all(n_steps > 48 for n_steps, _ in counts)
+    assert all(n_optimizer_steps == 3 * 3 for _, n_optimizer_steps in counts)
+
+
+@pytest.mark.parametrize("ent_coef", [0.0, 0.05])
+def test_large_minibatch_accumulated_over_chunks_equals_one_chunk(ent_coef):
+    """
+    A minibatch larger than batch_size (max_minibatches) is accumulated over chunks of batch_size steps: the same
+    update as evaluating it at once, up to float rounding, with the same clip fraction.
+    """
+
+    class StopAfterFirstUpdate(BaseCallback):
+        def _on_step(self) -> bool:
+            return self.model._n_train_calls == 0
+
+    params, clip_fractions = [], []
+    for batch_size in (4096, 7):
+        model = HAEPO(
+            "MlpPolicy",
+            "CartPole-v1",
+            n_episodes=4,
+            n_epochs=2,
+            minibatch_size=16,
+            max_minibatches=2,
+            batch_size=batch_size,
+            ent_coef=ent_coef,
+            learning_rate=0.03,
+            seed=0,
+        )
+        model.learn(300, callback=StopAfterFirstUpdate())
+        assert model._n_train_calls == 1
+        params.append(th.nn.utils.parameters_to_vector(model.policy.parameters()).detach())
+        clip_fractions.append(model.logger.name_to_value["train/clip_fraction"])
+    assert not th.equal(
+        params[0], th.nn.utils.parameters_to_vector(HAEPO("MlpPolicy", "CartPole-v1", seed=0).policy.parameters())
+    )
+    assert th.allclose(params[0], params[1], atol=1e-6)
+    assert clip_fractions[0] == pytest.approx(clip_fractions[1], abs=1e-6)
+    assert clip_fractions[0] > 0
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 1024])

@@ -605,6 +605,33 @@ def clipped_step_loss(
     return ClippedStepLoss(loss, clip_fraction)
 
 
+def epoch_minibatch_size(n_steps: int, minibatch_size: int | None, max_minibatches: int | None = None) -> int:
+    """
+    The steps per minibatch in one epoch of HAEPO's minibatch update (``minibatch_size`` / ``max_minibatches``,
+    docs/METHOD.md section 9.5).
+
+    .. math::
+
+        B = \\max\\left(b, \\left\\lceil N / K \\right\\rceil\\right)
+
+    ``b`` is ``minibatch_size`` (None: the whole group, ``N``). With a cap ``K`` the minibatch grows once the group
+    holds more than ``b K`` steps, so an epoch takes ``ceil(N / B) <= K`` optimizer steps whatever the episodes'
+    length: without the cap the steps of an update grow in proportion to the group's steps (about 105,000 in one
+    update of 10 epochs over a group of 8 episodes of 10^5 steps with ``b = 64``, docs/LEARNING.md entry 38).
+
+    :param n_steps: ``N``, the steps of the group (>= 1)
+    :param minibatch_size: ``b`` (>= 1), or None for the whole group
+    :param max_minibatches: ``K``, the most optimizer steps per epoch (>= 1), or None for no cap
+    :return: ``B``, between 1 and ``N``
+    """
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps!r}")
+    size = n_steps if minibatch_size is None else min(minibatch_size, n_steps)
+    if max_minibatches is not None:
+        size = max(size, -(-n_steps // max_minibatches))
+    return size
+
+
 def weight_diagnostics(log_weights: th.Tensor, ref_scores: th.Tensor) -> dict[str, float]:
     """
     Diagnostics of the episode weights that reveal weight collapse or drift from the reference.

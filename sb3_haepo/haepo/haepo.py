@@ -23,6 +23,7 @@ from sb3_haepo.common.utils import (
     check_non_negative,
     clipped_step_loss,
     default_target_weight_entropy,
+    epoch_minibatch_size,
     haepo_loss,
     haepo_score_gradient,
     normalize_returns,
@@ -178,6 +179,11 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         each epoch shuffles the group's steps and takes one step per minibatch of this many steps, on the clipped
         surrogate of ``clip_range`` (docs/METHOD.md section 9.4), with the episode weights and advantages computed
         once per epoch on the whole group.
+    :param max_minibatches: The most optimizer steps of an epoch with ``minibatch_size`` (an integer >= 1), or None
+        (default): no cap. A group of more than ``minibatch_size * max_minibatches`` steps is split into this many
+        larger minibatches (:func:`~sb3_haepo.common.utils.epoch_minibatch_size`), so that the number of steps of an
+        update does not grow with the episodes' length; each minibatch is still evaluated in chunks of
+        ``batch_size`` steps, which bound the memory (docs/METHOD.md section 9.5).
     :param clip_range: PPO's clip of the per-step probability ratio against the policy at the start of the update,
         applied to the return term (None: no clipping). As in PPO, it can be a function of the current progress
         remaining (from 1 to 0). With ``minibatch_size=None`` and ``clip_range=None`` the
@@ -240,6 +246,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         target_ref_kl: float | None = None,
         ref_update_interval: int | None = 1,
         minibatch_size: int | None = 64,
+        max_minibatches: int | None = None,
         clip_range: float | Schedule | None = 0.2,
         max_grad_norm: float = 0.5,
         target_kl: float | None = None,
@@ -309,6 +316,15 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             )
         if minibatch_size is not None and (not isinstance(minibatch_size, (int, np.integer)) or minibatch_size < 1):
             raise ValueError(f"minibatch_size must be an integer >= 1 or None, got {minibatch_size!r}")
+        if max_minibatches is not None and (
+            isinstance(max_minibatches, bool) or not isinstance(max_minibatches, (int, np.integer)) or max_minibatches < 1
+        ):
+            raise ValueError(f"max_minibatches must be an integer >= 1 or None, got {max_minibatches!r}")
+        if max_minibatches is not None and minibatch_size is None:
+            raise ValueError(
+                f"max_minibatches={max_minibatches!r} caps the minibatch steps of an epoch, but minibatch_size=None "
+                "takes one full-batch step per epoch: set minibatch_size, or leave max_minibatches=None"
+            )
         if clip_range is not None and not callable(clip_range) and not (np.isfinite(clip_range) and clip_range > 0):
             raise ValueError(f"clip_range must be a finite number > 0, a schedule or None, got {clip_range!r}")
 
@@ -326,6 +342,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         self.target_kl = target_kl
         self.ent_coef = float(ent_coef)
         self.minibatch_size = None if minibatch_size is None else int(minibatch_size)
+        self.max_minibatches = None if max_minibatches is None else int(max_minibatches)
         self.clip_range: Schedule | None = None if clip_range is None else FloatSchedule(clip_range)
 
         if _init_setup_model:
@@ -599,22 +616,30 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         """
         One epoch of minibatch steps on the clipped surrogate (:func:`clipped_step_loss`, docs/METHOD.md section
         9.4). Each minibatch's surrogate is scaled by ``N / minibatch`` so that its gradient estimates the
-        full-batch one.
+        full-batch one. A minibatch larger than ``batch_size`` (``max_minibatches``, section 9.5) has its gradient
+        accumulated over chunks of ``batch_size`` steps before its one optimizer step: the surrogate is a sum over
+        steps, so the chunks' gradients add up to the minibatch's, and only a chunk's graph is held.
 
         :return: the mean gradient norm before clipping, and the mean fraction of clipped steps
         """
         n_steps = len(batch.episode_index)
-        minibatch_size = self.minibatch_size or n_steps
+        minibatch_size = epoch_minibatch_size(n_steps, self.minibatch_size, self.max_minibatches)
         grad_norms, clip_fractions = [], []
         for indices in th.randperm(n_steps, device=self.device).split(minibatch_size):
-            minibatch = select_steps(batch, indices)
-            log_probs, entropies = self._step_log_probs(self.policy, minibatch, len(indices))
-            terms = clipped_step_loss(log_probs, old_log_probs[indices], step_coef[indices], return_coef[indices], clip_range)
-            loss = terms.loss
-            if self.ent_coef > 0:
-                loss = loss + policy_entropy_loss(entropies, self.ent_coef, n_steps)
             self.policy.optimizer.zero_grad()
-            (loss * (n_steps / len(indices))).backward()
+            chunk_clip_fractions = []
+            for chunk in indices.split(self.batch_size):
+                minibatch = select_steps(batch, chunk)
+                log_probs, entropies = self._step_log_probs(self.policy, minibatch, len(chunk))
+                terms = clipped_step_loss(log_probs, old_log_probs[chunk], step_coef[chunk], return_coef[chunk], clip_range)
+                loss = terms.loss
+                if self.ent_coef > 0:
+                    loss = loss + policy_entropy_loss(entropies, self.ent_coef, n_steps)
+                (loss * (n_steps / len(indices))).backward()
+                chunk_clip_fractions.append((float(terms.clip_fraction), len(chunk)))
             grad_norms.append(self._clip_and_step())
-            clip_fractions.append(float(terms.clip_fraction))
+            if len(chunk_clip_fractions) == 1:
+                clip_fractions.append(chunk_clip_fractions[0][0])
+            else:
+                clip_fractions.append(sum(fraction * size for fraction, size in chunk_clip_fractions) / len(indices))
         return float(np.mean(grad_norms)), float(np.mean(clip_fractions))
