@@ -326,10 +326,6 @@ def test_nan_reward_raises():
         (dict(max_minibatches=0), r"max_minibatches must be an integer >= 1 or None, got 0"),
         (dict(max_minibatches=2.5), r"max_minibatches must be an integer >= 1 or None, got 2.5"),
         (dict(max_minibatches=True), r"max_minibatches must be an integer >= 1 or None, got True"),
-        (
-            dict(max_minibatches=16, minibatch_size=None),
-            r"max_minibatches=16 caps the minibatch steps of an epoch, but minibatch_size=None takes one full-batch",
-        ),
         (dict(clip_range=-0.2), r"clip_range must be a finite number > 0, a schedule or None, got -0.2"),
         (dict(max_episode_steps=0), r"max_episode_steps must be an integer >= 1, got 0"),
     ],

@@ -258,6 +258,10 @@ def test_epoch_minibatch_size_by_hand():
     assert epoch_minibatch_size(674_262, 64, 16) == 42_142
     with pytest.raises(ValueError, match=r"n_steps must be >= 1, got 0"):
         epoch_minibatch_size(0, 64)
+    with pytest.raises(ValueError, match=r"minibatch_size must be >= 1 or None, got 0"):
+        epoch_minibatch_size(10, 0)
+    with pytest.raises(ValueError, match=r"max_minibatches must be >= 1 or None, got 0"):
+        epoch_minibatch_size(10, 64, 0)
 
 
 def test_epoch_minibatch_size_caps_the_steps_of_an_epoch():
@@ -310,6 +314,16 @@ def test_max_minibatches_caps_the_optimizer_steps_of_an_update():
     assert all(n_optimizer_steps == 3 * 3 for _, n_optimizer_steps in counts)
 
 
+def test_max_minibatches_never_binds_on_full_batch_epochs():
+    """With minibatch_size=None an epoch is one step: any cap leaves the update as it is, step for step."""
+    counts = []
+    for kwargs in ({}, {"max_minibatches": 1}):
+        model = HAEPO("MlpPolicy", "CartPole-v1", n_episodes=4, n_epochs=3, minibatch_size=None, seed=0, **kwargs)
+        counts.append(count_optimizer_steps(model))
+        model.learn(300)
+    assert counts[0] == counts[1] and all(n_optimizer_steps == 3 for _, n_optimizer_steps in counts[0])
+
+
 @pytest.mark.parametrize("ent_coef", [0.0, 0.05])
 def test_large_minibatch_accumulated_over_chunks_equals_one_chunk(ent_coef):
     """
@@ -321,7 +335,7 @@ def test_large_minibatch_accumulated_over_chunks_equals_one_chunk(ent_coef):
         def _on_step(self) -> bool:
             return self.model._n_train_calls == 0
 
-    params, clip_fractions = [], []
+    params, clip_fractions, chunk_sizes = [], [], []
     for batch_size in (4096, 7):
         model = HAEPO(
             "MlpPolicy",
@@ -335,6 +349,14 @@ def test_large_minibatch_accumulated_over_chunks_equals_one_chunk(ent_coef):
             learning_rate=0.03,
             seed=0,
         )
+        step_log_probs = model._step_log_probs
+
+        def recording_step_log_probs(policy, batch, size, step_log_probs=step_log_probs, batch_size=batch_size):
+            if th.is_grad_enabled():
+                chunk_sizes.append((batch_size, len(batch.episode_index)))
+            return step_log_probs(policy, batch, size)
+
+        model._step_log_probs = recording_step_log_probs
         model.learn(300, callback=StopAfterFirstUpdate())
         assert model._n_train_calls == 1
         params.append(th.nn.utils.parameters_to_vector(model.policy.parameters()).detach())
@@ -345,6 +367,9 @@ def test_large_minibatch_accumulated_over_chunks_equals_one_chunk(ent_coef):
     assert th.allclose(params[0], params[1], atol=1e-6)
     assert clip_fractions[0] == pytest.approx(clip_fractions[1], abs=1e-6)
     assert clip_fractions[0] > 0
+    # With batch_size=7 the graph is built 7 steps at a time (the minibatches hold about 45 steps), with 4096 whole
+    assert max(size for batch_size, size in chunk_sizes if batch_size == 7) == 7
+    assert max(size for batch_size, size in chunk_sizes if batch_size == 4096) > 7
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 1024])

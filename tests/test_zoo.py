@@ -458,7 +458,16 @@ def bundled_entry_model(env_id: str, tmp_path: Path) -> tuple[HAEPO, HAEPO]:
     return model, HAEPO("MlpPolicy", env_id, device="cpu")
 
 
-DEFAULT_NAMES = ("credit", "n_epochs", "minibatch_size", "gamma", "trajectory_score", "weight_ent_coef", "ref_kl_coef")
+DEFAULT_NAMES = (
+    "credit",
+    "n_epochs",
+    "minibatch_size",
+    "max_minibatches",
+    "gamma",
+    "trajectory_score",
+    "weight_ent_coef",
+    "ref_kl_coef",
+)
 # What the 16-env entries (Acrobot, LunarLander) leave at HAEPO's defaults, group size and step limits included
 ENTRY_DEFAULT_NAMES = (*DEFAULT_NAMES, "n_episodes", "batch_size", "max_grad_norm", "target_kl", "ent_coef")
 

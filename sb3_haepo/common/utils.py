@@ -616,8 +616,9 @@ def epoch_minibatch_size(n_steps: int, minibatch_size: int | None, max_minibatch
 
     ``b`` is ``minibatch_size`` (None: the whole group, ``N``). With a cap ``K`` the minibatch grows once the group
     holds more than ``b K`` steps, so an epoch takes ``ceil(N / B) <= K`` optimizer steps whatever the episodes'
-    length: without the cap the steps of an update grow in proportion to the group's steps (about 105,000 in one
-    update of 10 epochs over a group of 8 episodes of 10^5 steps with ``b = 64``, docs/LEARNING.md entry 38).
+    length (exactly ``K`` when ``N >= K (K - 1)``, the last minibatch the smallest). Without the cap the steps of an
+    update grow in proportion to the group's steps: about 105,000 in one update of 10 epochs over a group of 8
+    episodes of 10^5 steps with ``b = 64`` (docs/LEARNING.md entry 38).
 
     :param n_steps: ``N``, the steps of the group (>= 1)
     :param minibatch_size: ``b`` (>= 1), or None for the whole group
@@ -626,6 +627,10 @@ def epoch_minibatch_size(n_steps: int, minibatch_size: int | None, max_minibatch
     """
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps!r}")
+    if minibatch_size is not None and minibatch_size < 1:
+        raise ValueError(f"minibatch_size must be >= 1 or None, got {minibatch_size!r}")
+    if max_minibatches is not None and max_minibatches < 1:
+        raise ValueError(f"max_minibatches must be >= 1 or None, got {max_minibatches!r}")
     size = n_steps if minibatch_size is None else min(minibatch_size, n_steps)
     if max_minibatches is not None:
         size = max(size, -(-n_steps // max_minibatches))

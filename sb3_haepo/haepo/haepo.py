@@ -179,11 +179,12 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         each epoch shuffles the group's steps and takes one step per minibatch of this many steps, on the clipped
         surrogate of ``clip_range`` (docs/METHOD.md section 9.4), with the episode weights and advantages computed
         once per epoch on the whole group.
-    :param max_minibatches: The most optimizer steps of an epoch with ``minibatch_size`` (an integer >= 1), or None
-        (default): no cap. A group of more than ``minibatch_size * max_minibatches`` steps is split into this many
-        larger minibatches (:func:`~sb3_haepo.common.utils.epoch_minibatch_size`), so that the number of steps of an
+    :param max_minibatches: The most optimizer steps of an epoch (an integer >= 1), or None (default): no cap. A
+        group of more than ``minibatch_size * max_minibatches`` steps is split into at most this many larger
+        minibatches (:func:`~sb3_haepo.common.utils.epoch_minibatch_size`), so that the number of steps of an
         update does not grow with the episodes' length; each minibatch is still evaluated in chunks of
-        ``batch_size`` steps, which bound the memory (docs/METHOD.md section 9.5).
+        ``batch_size`` steps, which bound the memory (docs/METHOD.md section 9.5). With ``minibatch_size=None`` an
+        epoch is one step, so the cap never binds.
     :param clip_range: PPO's clip of the per-step probability ratio against the policy at the start of the update,
         applied to the return term (None: no clipping). As in PPO, it can be a function of the current progress
         remaining (from 1 to 0). With ``minibatch_size=None`` and ``clip_range=None`` the
@@ -320,11 +321,6 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             isinstance(max_minibatches, bool) or not isinstance(max_minibatches, (int, np.integer)) or max_minibatches < 1
         ):
             raise ValueError(f"max_minibatches must be an integer >= 1 or None, got {max_minibatches!r}")
-        if max_minibatches is not None and minibatch_size is None:
-            raise ValueError(
-                f"max_minibatches={max_minibatches!r} caps the minibatch steps of an epoch, but minibatch_size=None "
-                "takes one full-batch step per epoch: set minibatch_size, or leave max_minibatches=None"
-            )
         if clip_range is not None and not callable(clip_range) and not (np.isfinite(clip_range) and clip_range > 0):
             raise ValueError(f"clip_range must be a finite number > 0, a schedule or None, got {clip_range!r}")
 
