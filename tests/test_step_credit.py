@@ -226,13 +226,16 @@ def test_clipped_surrogate_errors():
         clipped_step_loss(th.zeros(2), th.zeros(3), th.zeros(2), th.zeros(2), 0.2)
 
 
+class StopAfterFirstUpdate(BaseCallback):
+    """Stop learn() once the first update is done."""
+
+    def _on_step(self) -> bool:
+        return self.model._n_train_calls == 0
+
+
 @pytest.mark.parametrize("credit", ["episode", "reward_to_go"])
 def test_one_full_minibatch_unclipped_equals_exact_update(credit):
     """minibatch_size >= N with one epoch: the clipped update's single step is the exact update's step."""
-
-    class StopAfterFirstUpdate(BaseCallback):
-        def _on_step(self) -> bool:
-            return self.model._n_train_calls == 0
 
     params = []
     for kwargs in ({"minibatch_size": None, "clip_range": None}, {"minibatch_size": 100_000, "clip_range": 0.2}):
@@ -330,10 +333,6 @@ def test_large_minibatch_accumulated_over_chunks_equals_one_chunk(ent_coef):
     A minibatch larger than batch_size (max_minibatches) is accumulated over chunks of batch_size steps: the same
     update as evaluating it at once, up to float rounding, with the same clip fraction.
     """
-
-    class StopAfterFirstUpdate(BaseCallback):
-        def _on_step(self) -> bool:
-            return self.model._n_train_calls == 0
 
     params, clip_fractions, chunk_sizes = [], [], []
     for batch_size in (4096, 7):
