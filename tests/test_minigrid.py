@@ -160,7 +160,7 @@ def test_haepo_learns_with_the_cnn(policy):
 def test_bad_values():
     with pytest.raises(ValueError, match="Unknown observation 'rgb'"):
         make_minigrid_env("MiniGrid-DoorKey-16x16-v0", "rgb")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="max_steps must be None or an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"max_steps must be an integer >= 1 or None \(the env's own limit\), got 0"):
         make_minigrid_env("MiniGrid-DoorKey-16x16-v0", max_steps=0)
     with pytest.raises(ValueError, match="'CartPole-v1' is not an environment of the minigrid package"):
         make_minigrid_env("CartPole-v1")

@@ -18,6 +18,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_haepo.common.buffers import EpisodeBuffer, GroupView, step_observations
+from sb3_haepo.common.checks import check_int
 from sb3_haepo.common.exploration import (
     check_logit_noise_std,
     logit_noise_distribution,
@@ -184,24 +185,21 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             _init_setup_model=False,
             supported_action_spaces=SUPPORTED_ACTION_SPACES,
         )
-        if not isinstance(n_episodes, (int, np.integer)) or n_episodes < 2:
-            raise ValueError(f"n_episodes must be an integer >= 2 (a group needs episodes to compare), got {n_episodes!r}")
+        check_int("n_episodes", n_episodes, 2, why="a group needs episodes to compare")
         for name, value in (
             ("n_epochs", n_epochs),
             ("batch_size", batch_size),
             ("max_episode_steps", max_episode_steps),
         ):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if ref_update_interval is not None and (
-            isinstance(ref_update_interval, bool)
-            or not isinstance(ref_update_interval, (int, np.integer))
-            or ref_update_interval < 1
-        ):
-            raise ValueError(
-                "ref_update_interval must be an integer >= 1 (refresh the reference every this many updates) or None "
-                f"(a frozen reference: the policy at the first update, never refreshed), got {ref_update_interval!r}"
-            )
+            check_int(name, value, 1)
+        check_int(
+            "ref_update_interval",
+            ref_update_interval,
+            1,
+            allow_none=True,
+            why="refresh the reference every this many updates",
+            why_none="a frozen reference: the policy at the first update, never refreshed",
+        )
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
         if max_grad_norm <= 0:

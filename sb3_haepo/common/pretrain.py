@@ -18,6 +18,7 @@ import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 
+from sb3_haepo.common.checks import check_int
 from sb3_haepo.envs.sequence import TokenSequenceEnv
 
 # The parameters of an ActorCriticPolicy that compute the action distribution
@@ -39,8 +40,7 @@ def demonstration_dataset(
 
     :return: the observations (steps, length) and the demonstrated tokens (steps,), as int64
     """
-    if isinstance(n_demos, bool) or not isinstance(n_demos, (int, np.integer)) or n_demos < 1:
-        raise ValueError(f"n_demos must be an integer >= 1, got {n_demos!r}")
+    check_int("n_demos", n_demos, 1)
     env = gym.make(env_id, **(env_kwargs or {}))
     task = env.unwrapped
     if not isinstance(task, TokenSequenceEnv):
@@ -90,9 +90,8 @@ def pretrain_policy(
     :param env_kwargs: kwargs of ``gym.make``
     :return: the mean loss (negative log-likelihood per token) of each epoch
     """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    check_int("epochs", epochs, 1)
+    check_int("batch_size", batch_size, 1)
     if not (np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
     policy = model.policy

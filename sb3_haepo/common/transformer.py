@@ -16,6 +16,8 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from sb3_haepo.common.checks import check_int
+
 PAD_TOKEN_ID = 0
 
 
@@ -57,12 +59,10 @@ class CausalTransformerExtractor(BaseFeaturesExtractor):
                 f"got {observation_space!r}"
             )
         for name, value in (("d_model", d_model), ("n_layers", n_layers), ("n_heads", n_heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(name, value, 1)
         if d_model % n_heads != 0:
             raise ValueError(f"d_model must be divisible by n_heads, got d_model={d_model} and n_heads={n_heads}")
-        if dim_feedforward is not None and (not isinstance(dim_feedforward, int) or dim_feedforward < 1):
-            raise ValueError(f"dim_feedforward must be an integer >= 1 or None, got {dim_feedforward!r}")
+        check_int("dim_feedforward", dim_feedforward, 1, allow_none=True)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         super().__init__(observation_space, d_model)

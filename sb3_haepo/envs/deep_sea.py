@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sb3_haepo.envs.checks import check_int
+from sb3_haepo.common.checks import check_int
 
 
 class DeepSeaEnv(gym.Env[np.ndarray, np.int64]):
@@ -62,10 +62,7 @@ class DeepSeaEnv(gym.Env[np.ndarray, np.int64]):
         render_mode: str | None = None,
     ):
         check_int("size", size, 1)
-        if not isinstance(mapping_seed, (int, np.integer)) or isinstance(mapping_seed, bool) or mapping_seed < 0:
-            raise ValueError(
-                "mapping_seed must be an integer >= 0 (None would give every instance its own MDP), " f"got {mapping_seed!r}"
-            )
+        check_int("mapping_seed", mapping_seed, 0, why="None would give every instance its own MDP")
         if not isinstance(randomize_actions, (bool, np.bool_)):
             raise ValueError(f"randomize_actions must be True or False, got {randomize_actions!r}")
         if not move_cost >= 0:

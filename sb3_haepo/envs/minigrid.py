@@ -43,6 +43,8 @@ from stable_baselines3.common.preprocessing import is_image_space_channels_first
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from sb3_haepo.common.checks import check_int
+
 MiniGridObservation = Literal["flat", "image"]
 MINIGRID_OBSERVATIONS: tuple[str, ...] = ("flat", "image")
 # The long-horizon sparse MiniGrid tasks documented here: id -> the env's own max_steps
@@ -91,8 +93,7 @@ def make_minigrid_env(
     """
     if observation not in MINIGRID_OBSERVATIONS:
         raise ValueError(f"Unknown observation {observation!r}, allowed: {MINIGRID_OBSERVATIONS}")
-    if max_steps is not None and (not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1):
-        raise ValueError(f"max_steps must be None or an integer >= 1, got {max_steps!r}")
+    check_int("max_steps", max_steps, 1, allow_none=True, why_none="the env's own limit")
     _import_minigrid()
     spec = gym.registry.get(env_id)
     entry_point = spec.entry_point if spec is not None else None

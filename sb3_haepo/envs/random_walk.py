@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sb3_haepo.envs.checks import check_int
+from sb3_haepo.common.checks import check_int
 
 
 def check_random_walk_arguments(horizon: int, goal_distance: int, slip_prob: float) -> None:

@@ -47,7 +47,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sb3_haepo.envs.checks import check_int
+from sb3_haepo.common.checks import check_int
 
 END_TOKEN = 0
 PAD_TOKEN = END_TOKEN

@@ -45,6 +45,7 @@ from stable_baselines3.common.type_aliases import GymEnv
 import sb3_haepo.envs  # noqa: F401  (registers the token-generation envs)
 from sb3_haepo import DPO, GRPO, HAEPO
 from sb3_haepo.common.buffers import EpisodeBuffer
+from sb3_haepo.common.checks import check_int
 from sb3_haepo.common.kl_ppo import KLPPO
 from sb3_haepo.common.pretrain import actor_checkpoint_metadata, load_actor, pretrain_policy, save_actor
 from sb3_haepo.common.transformer import transformer_policy_kwargs
@@ -96,9 +97,7 @@ class LMConfig:
             "pretrain_epochs",
             "pretrain_batch_size",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(name, getattr(self, name), 1)
         if not self.seeds:
             raise ValueError("seeds must hold at least one seed")
 

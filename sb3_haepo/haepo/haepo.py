@@ -7,6 +7,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_haepo.common.buffers import GroupChunk, GroupView, select_steps
+from sb3_haepo.common.checks import check_int
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm, GroupPass
 from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import (
@@ -315,12 +316,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 "squash_output=True does not have (its one-sample estimate -log pi(a|s) has a zero expected gradient): "
                 "use ent_coef=0 or squash_output=False"
             )
-        if minibatch_size is not None and (not isinstance(minibatch_size, (int, np.integer)) or minibatch_size < 1):
-            raise ValueError(f"minibatch_size must be an integer >= 1 or None, got {minibatch_size!r}")
-        if max_minibatches is not None and (
-            isinstance(max_minibatches, bool) or not isinstance(max_minibatches, (int, np.integer)) or max_minibatches < 1
-        ):
-            raise ValueError(f"max_minibatches must be an integer >= 1 or None, got {max_minibatches!r}")
+        check_int("minibatch_size", minibatch_size, 1, allow_none=True)
+        check_int("max_minibatches", max_minibatches, 1, allow_none=True)
         if clip_range is not None and not callable(clip_range) and not (np.isfinite(clip_range) and clip_range > 0):
             raise ValueError(f"clip_range must be a finite number > 0, a schedule or None, got {clip_range!r}")
 
