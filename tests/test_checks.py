@@ -20,7 +20,7 @@ def test_accepts_python_and_numpy_integers_and_returns_int():
         (0, {}, "n must be an integer >= 1, got 0"),
         (8, dict(maximum=7), "n must be an integer in [1, 7], got 8"),
         (True, {}, "n must be an integer >= 1, got True"),
-        (np.bool_(True), {}, "n must be an integer >= 1, got np.True_"),
+        (np.bool_(True), {}, f"n must be an integer >= 1, got {np.bool_(True)!r}"),
         (2.0, {}, "n must be an integer >= 1, got 2.0"),
         ("3", {}, "n must be an integer >= 1, got '3'"),
         (None, {}, "n must be an integer >= 1, got None"),

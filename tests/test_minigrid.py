@@ -104,7 +104,8 @@ def test_reward_and_truncation():
     assert reward == pytest.approx(1 - 0.9 * 100 / 2560)
 
     # Turning in place until the limit: truncated at max_steps, reward 0
-    short = make_minigrid_env("MiniGrid-KeyCorridorS6R3-v0", "flat", max_steps=5)
+    # (a NumPy integer is passed on to MiniGrid as a Python int, which MiniGrid asks for)
+    short = make_minigrid_env("MiniGrid-KeyCorridorS6R3-v0", "flat", max_steps=np.int64(5))
     short.reset(seed=0)
     outcomes = [short.step(0)[1:4] for _ in range(5)]
     assert outcomes == [(0, False, False)] * 4 + [(0, False, True)]

@@ -329,7 +329,8 @@ def test_nan_reward_raises():
         # a bool is not a count (refused since the integer checks were unified in sb3_haepo.common.checks)
         (dict(minibatch_size=True), r"minibatch_size must be an integer >= 1 or None, got True"),
         (dict(n_epochs=True), r"n_epochs must be an integer >= 1, got True"),
-        (dict(n_episodes=2.0), r"n_episodes must be an integer >= 2 \(a group needs episodes to compare\), got 2.0"),
+        (dict(batch_size=True), r"batch_size must be an integer >= 1, got True"),
+        (dict(max_episode_steps=True), r"max_episode_steps must be an integer >= 1, got True"),
         (dict(clip_range=-0.2), r"clip_range must be a finite number > 0, a schedule or None, got -0.2"),
         (dict(max_episode_steps=0), r"max_episode_steps must be an integer >= 1, got 0"),
     ],

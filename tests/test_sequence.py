@@ -1,7 +1,8 @@
 """The language-model miniature: token-generation envs, the causal transformer, pretraining, KLPPO, the experiment."""
 
+import json
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import gymnasium as gym
 import numpy as np
@@ -221,6 +222,14 @@ def test_extractor_arguments():
         CausalTransformerExtractor(space, n_layers=0)
     with pytest.raises(ValueError, match="1-dimensional Box"):
         CausalTransformerExtractor(gym.spaces.Box(0, 9, (3, 4), np.int64))
+    with pytest.raises(ValueError, match="dim_feedforward must be an integer >= 1 or None, got True"):
+        CausalTransformerExtractor(space, dim_feedforward=True)
+    # NumPy integers are taken, as Python ints
+    extractor = CausalTransformerExtractor(space, d_model=np.int64(16), n_layers=np.int64(1), n_heads=np.int64(2))
+    assert type(extractor.features_dim) is int and extractor.features_dim == 16
+    # The LM experiment's config keeps Python ints (it is written to JSON)
+    config = lm.LMConfig(timesteps=np.int64(600))
+    assert type(config.timesteps) is int and json.loads(json.dumps(asdict(config)))["timesteps"] == 600
 
 
 @pytest.mark.parametrize("algorithm", [HAEPO, GRPO, DPO, KLPPO])

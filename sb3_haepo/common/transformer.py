@@ -58,11 +58,12 @@ class CausalTransformerExtractor(BaseFeaturesExtractor):
                 "CausalTransformerExtractor needs a 1-dimensional Box observation space of token ids, "
                 f"got {observation_space!r}"
             )
-        for name, value in (("d_model", d_model), ("n_layers", n_layers), ("n_heads", n_heads)):
-            check_int(name, value, 1)
+        d_model = check_int("d_model", d_model, 1)
+        n_layers = check_int("n_layers", n_layers, 1)
+        n_heads = check_int("n_heads", n_heads, 1)
         if d_model % n_heads != 0:
             raise ValueError(f"d_model must be divisible by n_heads, got d_model={d_model} and n_heads={n_heads}")
-        check_int("dim_feedforward", dim_feedforward, 1, allow_none=True)
+        dim_feedforward = check_int("dim_feedforward", dim_feedforward, 1, allow_none=True)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         super().__init__(observation_space, d_model)

@@ -6,6 +6,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sb3_haepo.common.checks import check_int
+
 RewardDistribution = Literal["bernoulli", "gaussian"]
 REWARD_DISTRIBUTION_OPTIONS: tuple[str, ...] = ("bernoulli", "gaussian")
 
@@ -46,8 +48,7 @@ class BanditEnv(gym.Env[np.ndarray, np.int64]):
         reward_std: float = 1.0,
         render_mode: str | None = None,
     ):
-        if not isinstance(n_arms, (int, np.integer)) or n_arms < 2:
-            raise ValueError(f"n_arms must be an integer >= 2, got {n_arms!r}")
+        n_arms = check_int("n_arms", n_arms, 2)
         if reward_distribution not in REWARD_DISTRIBUTION_OPTIONS:
             raise ValueError(f"Unknown reward_distribution {reward_distribution!r}, allowed: {REWARD_DISTRIBUTION_OPTIONS}")
         if not reward_std >= 0:

@@ -93,7 +93,7 @@ def make_minigrid_env(
     """
     if observation not in MINIGRID_OBSERVATIONS:
         raise ValueError(f"Unknown observation {observation!r}, allowed: {MINIGRID_OBSERVATIONS}")
-    check_int("max_steps", max_steps, 1, allow_none=True, why_none="the env's own limit")
+    max_steps = check_int("max_steps", max_steps, 1, allow_none=True, why_none="the env's own limit")
     _import_minigrid()
     spec = gym.registry.get(env_id)
     entry_point = spec.entry_point if spec is not None else None
@@ -152,8 +152,7 @@ class MiniGridCNN(BaseFeaturesExtractor):
     def __init__(self, observation_space: spaces.Box, features_dim: int = 128):
         if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 3:
             raise ValueError(f"MiniGridCNN needs a 3-dimensional Box observation space, got {observation_space!r}")
-        if not isinstance(features_dim, int) or features_dim < 1:
-            raise ValueError(f"features_dim must be an integer >= 1, got {features_dim!r}")
+        features_dim = check_int("features_dim", features_dim, 1)
         super().__init__(observation_space, features_dim)
         self.channels_first = is_image_space_channels_first(observation_space)
         if self.channels_first:

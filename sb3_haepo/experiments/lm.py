@@ -97,7 +97,8 @@ class LMConfig:
             "pretrain_epochs",
             "pretrain_batch_size",
         ):
-            check_int(name, getattr(self, name), 1)
+            # As Python ints: the config is written to JSON
+            setattr(self, name, check_int(name, getattr(self, name), 1))
         if not self.seeds:
             raise ValueError("seeds must hold at least one seed")
 
