@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_HYPERPARAMS = Path(haepo_zoo.HYPERPARAMS_DIR)
 ENV_IDS = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3", "Pendulum-v1", "MountainCarContinuous-v0"]
 # The MiniGrid entries (docs/RESULTS.md section 7): HAEPO untuned with the zoo's MiniGrid set-up, PPO the zoo's settings
-MINIGRID_ENV_IDS = ["MiniGrid-DoorKey-5x5-v0", "MiniGrid-DoorKey-16x16-v0"]
+MINIGRID_ENV_IDS = ["MiniGrid-DoorKey-5x5-v0", "MiniGrid-DoorKey-16x16-v0", "MiniGrid-KeyCorridorS6R3-v0"]
 # Keep the subprocess runs small and quick
 FAST_PARAMS = ["-params", "n_episodes:4", "policy_kwargs:dict(net_arch=[16])"]
 
@@ -398,9 +398,9 @@ def test_yml_files() -> None:
     with open(Path(rl_zoo3.__file__).parent / "hyperparams" / "ppo.yml") as file_handler:
         zoo_ppo = yaml.load(file_handler, Loader=yaml.UnsafeLoader)
     for env_id, params in ppo_params.items():
-        if env_id == "MiniGrid-DoorKey-16x16-v0":
+        if env_id in ("MiniGrid-DoorKey-16x16-v0", "MiniGrid-KeyCorridorS6R3-v0"):
             # Not in the zoo's file: the zoo's MiniGrid settings with the budget of its harder MiniGrid tasks
-            assert "MiniGrid-DoorKey-16x16-v0" not in zoo_ppo
+            assert env_id not in zoo_ppo
             assert params == {**zoo_ppo["MiniGrid-DoorKey-5x5-v0"], "n_timesteps": 1e6}
         else:
             assert params == zoo_ppo[env_id], env_id
