@@ -328,8 +328,10 @@ def normalize_returns(
     Normalise the episode returns of a group (docs/METHOD.md section 1, step 4).
 
     - ``"zscore"``: ``Rn_k = (R_k - mean(R)) / (max(std(R), min_std) + eps)``, population std. Equal returns give
-      exactly 0. ``min_std`` (``min_return_std``, docs/METHOD.md section 13) keeps returns that differ by less than
-      that scale from being blown up to unit size.
+      exactly 0 only when their float32 mean is exact (integers, zeros); otherwise every ``Rn_k`` is the same
+      constant of size up to 1 (docs/METHOD.md section 7, choice 3: an open defect for GRPO). ``min_std``
+      (``min_return_std``, docs/METHOD.md section 13) keeps returns that differ by less than that scale from being
+      blown up to unit size.
     - ``"sum"``: ``Rn_k = R_k / sum_j |R_j|``. For non-negative returns (the setting the paper uses this scheme for)
       this is exactly the paper's ``R_k / sum_j R_j``. Using ``|R_j|`` in the denominator is our documented fallback
       for negative returns: the scale stays positive, so a group whose total is negative or zero never flips the sign
@@ -348,7 +350,7 @@ def normalize_returns(
         raise ValueError(f"returns must have shape (n_episodes,), got {tuple(returns.shape)}")
     if scheme == "zscore":
         centered = returns - returns.mean()
-        # All-equal returns: centered is exactly 0, so the result is 0 (no signal), never NaN
+        # All-equal returns: centered is 0 when the float32 mean is exact, so the result is 0 (no signal); never NaN
         std = returns.std(unbiased=False)
         return centered / (th.clamp(std, min=min_std) + eps)
     return returns / returns.abs().sum().clamp(min=eps)
@@ -848,7 +850,8 @@ def grpo_step_advantages(returns: th.Tensor, episode_index: th.Tensor, eps: floa
 
     :param returns: episode returns ``R_k``, shape (M,)
     :param episode_index: episode of each step in ``[0, M)``, shape (N,)
-    :param eps: guard against division by zero (equal returns give advantages of exactly 0)
+    :param eps: guard against division by zero (equal returns give advantages of 0 only when their float32 mean is
+        exact: docs/METHOD.md section 7, choice 3)
     :param min_std: ``sigma_min``, the floor of the divisor in the returns' units (``min_return_std``,
         docs/METHOD.md section 13; >= 0, 0: GRPO's plain z-score)
     :return: per-step advantages, shape (N,)
