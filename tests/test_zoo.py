@@ -18,6 +18,7 @@ pytest.importorskip("rl_zoo3", reason="needs the zoo extras: pip install 'sb3_ha
 optuna = pytest.importorskip("optuna", reason="needs the zoo extras: pip install 'sb3_haepo[zoo]'")
 
 from postgres_server import postgres_server  # noqa: E402
+from torch import nn  # noqa: E402
 
 import sb3_haepo.zoo as haepo_zoo  # noqa: E402
 from sb3_haepo import HAEPO  # noqa: E402
@@ -524,6 +525,45 @@ def test_yml_acrobot_entry_normalises_observations_with_a_decaying_rate(tmp_path
     for name in ENTRY_DEFAULT_NAMES:
         assert getattr(model, name) == getattr(defaults, name), name
     env.close()
+
+
+def test_yml_pendulum_entry_is_the_studys_trial_33(tmp_path: Path) -> None:
+    """
+    haepo.yml's Pendulum entry (docs/LEARNING.md entry 40) is trial 33 of the committed Optuna study on top of the
+    previous entry's gSDE: the zoo builds from it the model that ``--trial-id 33`` re-trains.
+    """
+    import optuna
+
+    storage = f"sqlite:///{REPO_ROOT / 'docs' / 'tuning' / 'haepo_Pendulum-v1_100k_2runs.db'}"
+    study = optuna.load_study(study_name="haepo-pendulum-100k-r2", storage=storage)
+    trial = haepo_zoo.convert_haepo_params(study.trials[33].params)
+    entry = _load_yml("haepo.yml")["Pendulum-v1"]
+    assert {key: entry[key] for key in ("n_envs", "use_sde", "sde_sample_freq")} == {
+        "n_envs": 1,
+        "use_sde": True,
+        "sde_sample_freq": 4,
+    }
+    model, defaults = bundled_entry_model("Pendulum-v1", tmp_path)
+    for name, value in trial.items():
+        if name in ("clip_range", "learning_rate"):
+            # schedules in the model
+            assert {"clip_range": model.clip_range, "learning_rate": model.lr_schedule}[name](0.5) == value, name
+        elif name != "policy_kwargs":
+            assert getattr(model, name) == value, name
+    # The trial's values, as the entry's comment gives them
+    assert (model.n_episodes, model.gamma, model.target_kl) == (32, 0.98, 0.1)
+    assert model.lr_schedule(0.5) == trial["learning_rate"] == pytest.approx(6.3e-4, rel=1e-3)
+    assert (
+        eval(entry["policy_kwargs"], {"nn": nn})
+        == trial["policy_kwargs"]
+        == {
+            "net_arch": dict(pi=[64, 64], vf=[]),
+            "activation_fn": nn.Tanh,
+            "log_std_init": pytest.approx(0.54, abs=1e-3),
+        }
+    )
+    assert model.use_sde and model.sde_sample_freq == 4 and model.n_envs == 1
+    model.get_env().close()
 
 
 def test_yml_adaptive_coefficients_and_frozen_reference(tmp_path: Path) -> None:
