@@ -543,7 +543,7 @@ def test_yml_pendulum_entry_is_the_studys_trial_33(tmp_path: Path) -> None:
         "use_sde": True,
         "sde_sample_freq": 4,
     }
-    model, defaults = bundled_entry_model("Pendulum-v1", tmp_path)
+    model, _ = bundled_entry_model("Pendulum-v1", tmp_path)
     for name, value in trial.items():
         if name in ("clip_range", "learning_rate"):
             # schedules in the model
