@@ -529,7 +529,7 @@ def test_yml_acrobot_entry_normalises_observations_with_a_decaying_rate(tmp_path
 
 def test_yml_pendulum_entry_is_the_studys_trial_33(tmp_path: Path) -> None:
     """
-    haepo.yml's Pendulum entry (docs/LEARNING.md entry 40) is trial 33 of the committed Optuna study on top of the
+    haepo.yml's Pendulum entry (docs/LEARNING.md entry 41) is trial 33 of the committed Optuna study on top of the
     previous entry's gSDE: the zoo builds from it the model that ``--trial-id 33`` re-trains.
     """
     import optuna
