@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sb3_haepo.common.checks import check_int
+from sb3_haepo.common.checks import check_int, check_optional_int
 
 
 def test_accepts_python_and_numpy_integers_and_returns_int():
@@ -11,7 +11,9 @@ def test_accepts_python_and_numpy_integers_and_returns_int():
     value = check_int("n", np.int64(7), 1, 7)
     assert value == 7 and type(value) is int
     assert check_int("n", 0, 0) == 0  # the bounds are inclusive
-    assert check_int("n", None, 1, allow_none=True) is None
+    assert check_optional_int("n", None, 1) is None
+    value = check_optional_int("n", np.int64(2), 1)
+    assert value == 2 and type(value) is int
 
 
 @pytest.mark.parametrize(
@@ -24,16 +26,25 @@ def test_accepts_python_and_numpy_integers_and_returns_int():
         (2.0, {}, "n must be an integer >= 1, got 2.0"),
         ("3", {}, "n must be an integer >= 1, got '3'"),
         (None, {}, "n must be an integer >= 1, got None"),
-        (0, dict(allow_none=True), "n must be an integer >= 1 or None, got 0"),
         (0, dict(why="a count"), "n must be an integer >= 1 (a count), got 0"),
-        (
-            0,
-            dict(allow_none=True, why="a count", why_none="no limit"),
-            "n must be an integer >= 1 (a count) or None (no limit), got 0",
-        ),
     ],
 )
 def test_refuses_with_a_message_naming_the_value_and_what_is_allowed(value, kwargs, message):
     with pytest.raises(ValueError) as error:
         check_int("n", value, 1, **kwargs)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    "value, kwargs, message",
+    [
+        (0, {}, "n must be an integer >= 1 or None, got 0"),
+        (True, {}, "n must be an integer >= 1 or None, got True"),
+        (1.5, {}, "n must be an integer >= 1 or None, got 1.5"),
+        (0, dict(why="a count", why_none="no limit"), "n must be an integer >= 1 (a count) or None (no limit), got 0"),
+    ],
+)
+def test_optional_refuses_with_a_message_that_allows_none(value, kwargs, message):
+    with pytest.raises(ValueError) as error:
+        check_optional_int("n", value, 1, **kwargs)
     assert str(error.value) == message

@@ -1,76 +1,61 @@
 """Argument checks shared by the package: one place for the integer options' validation and its messages."""
 
-from typing import Any, Literal, overload
+from typing import Any
 
 import numpy as np
 
 
-@overload
-def check_int(
-    name: str,
-    value: Any,
-    minimum: int,
-    maximum: int | None = None,
-    *,
-    allow_none: Literal[False] = False,
-    why: str = "",
-    why_none: str = "",
-) -> int: ...
-
-
-@overload
-def check_int(
-    name: str,
-    value: Any,
-    minimum: int,
-    maximum: int | None = None,
-    *,
-    allow_none: bool,
-    why: str = "",
-    why_none: str = "",
-) -> int | None: ...
-
-
-def check_int(
-    name: str,
-    value: Any,
-    minimum: int,
-    maximum: int | None = None,
-    *,
-    allow_none: bool = False,
-    why: str = "",
-    why_none: str = "",
-) -> int | None:
+def check_int(name: str, value: Any, minimum: int, maximum: int | None = None, *, why: str = "") -> int:
     """
     Check an integer argument early, with a message that names the bad value and what is allowed.
 
-    The message reads ``"{name} must be an integer {range} ({why}) or None ({why_none}), got {value!r}"``, the parts
-    in brackets only when given (``or None`` only with ``allow_none``). A bool is refused although Python counts it
-    as an int: ``True`` for a count is a mistake, not a 1.
+    The message reads ``"{name} must be an integer {range} ({why}), got {value!r}"``, the bracket only when ``why`` is
+    given. A bool is refused although Python counts it as an int: ``True`` for a count is a mistake, not a 1.
 
     :param name: the argument's name, as the user wrote it
     :param value: the value given
     :param minimum: the smallest value allowed
     :param maximum: the largest value allowed; None: no upper bound
-    :param allow_none: also accept None (returned as None)
     :param why: what the number means, said after the range
-    :param why_none: what None means, said after ``or None`` (only with ``allow_none``)
-    :return: ``value`` as an ``int``, or None when ``value`` is None and ``allow_none``
+    :return: ``value`` as an ``int``
     :raises ValueError: unless ``value`` is an integer (a Python or NumPy integer, not a bool) in
-        ``[minimum, maximum]``, or None where allowed
+        ``[minimum, maximum]``
     """
-    if value is None and allow_none:
+    if not _is_int_in(value, minimum, maximum):
+        raise ValueError(f"{name} must be {_allowed(minimum, maximum, why)}, got {value!r}")
+    return int(value)
+
+
+def check_optional_int(name: str, value: Any, minimum: int, *, why: str = "", why_none: str = "") -> int | None:
+    """
+    :func:`check_int` for an option that may also be None. The message reads ``"{name} must be an integer >=
+    {minimum} ({why}) or None ({why_none}), got {value!r}"``, the brackets only when given.
+
+    :param name: the argument's name, as the user wrote it
+    :param value: the value given
+    :param minimum: the smallest value allowed
+    :param why: what the number means, said after the range
+    :param why_none: what None means, said after ``or None``
+    :return: ``value`` as an ``int``, or None
+    :raises ValueError: unless ``value`` is None or an integer (a Python or NumPy integer, not a bool) >= ``minimum``
+    """
+    if value is None:
         return None
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
-        allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
-        if why:
-            allowed += f" ({why})"
-        if allow_none:
-            allowed += " or None" + (f" ({why_none})" if why_none else "")
+    if not _is_int_in(value, minimum, None):
+        allowed = _allowed(minimum, None, why) + " or None" + (f" ({why_none})" if why_none else "")
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return int(value)
+
+
+def _is_int_in(value: Any, minimum: int, maximum: int | None) -> bool:
+    return bool(
+        not isinstance(value, (bool, np.bool_))
+        and isinstance(value, (int, np.integer))
+        and value >= minimum
+        and (maximum is None or value <= maximum)
+    )
+
+
+def _allowed(minimum: int, maximum: int | None, why: str) -> str:
+    allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
+    return allowed + (f" ({why})" if why else "")

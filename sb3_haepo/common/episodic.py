@@ -18,7 +18,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_haepo.common.buffers import EpisodeBuffer, GroupView, step_observations
-from sb3_haepo.common.checks import check_int
+from sb3_haepo.common.checks import check_int, check_optional_int
 from sb3_haepo.common.exploration import (
     check_logit_noise_std,
     logit_noise_distribution,
@@ -192,11 +192,10 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             ("max_episode_steps", max_episode_steps),
         ):
             check_int(name, value, 1)
-        check_int(
+        check_optional_int(
             "ref_update_interval",
             ref_update_interval,
             1,
-            allow_none=True,
             why="refresh the reference every this many updates",
             why_none="a frozen reference: the policy at the first update, never refreshed",
         )

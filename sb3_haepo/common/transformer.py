@@ -16,7 +16,7 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from sb3_haepo.common.checks import check_int
+from sb3_haepo.common.checks import check_int, check_optional_int
 
 PAD_TOKEN_ID = 0
 
@@ -63,7 +63,7 @@ class CausalTransformerExtractor(BaseFeaturesExtractor):
         n_heads = check_int("n_heads", n_heads, 1)
         if d_model % n_heads != 0:
             raise ValueError(f"d_model must be divisible by n_heads, got d_model={d_model} and n_heads={n_heads}")
-        dim_feedforward = check_int("dim_feedforward", dim_feedforward, 1, allow_none=True)
+        dim_feedforward = check_optional_int("dim_feedforward", dim_feedforward, 1)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         super().__init__(observation_space, d_model)

@@ -43,7 +43,7 @@ from stable_baselines3.common.preprocessing import is_image_space_channels_first
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from sb3_haepo.common.checks import check_int
+from sb3_haepo.common.checks import check_int, check_optional_int
 
 MiniGridObservation = Literal["flat", "image"]
 MINIGRID_OBSERVATIONS: tuple[str, ...] = ("flat", "image")
@@ -93,7 +93,7 @@ def make_minigrid_env(
     """
     if observation not in MINIGRID_OBSERVATIONS:
         raise ValueError(f"Unknown observation {observation!r}, allowed: {MINIGRID_OBSERVATIONS}")
-    max_steps = check_int("max_steps", max_steps, 1, allow_none=True, why_none="the env's own limit")
+    max_steps = check_optional_int("max_steps", max_steps, 1, why_none="the env's own limit")
     _import_minigrid()
     spec = gym.registry.get(env_id)
     entry_point = spec.entry_point if spec is not None else None

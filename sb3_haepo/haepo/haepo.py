@@ -7,7 +7,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_haepo.common.buffers import GroupChunk, GroupView, select_steps
-from sb3_haepo.common.checks import check_int
+from sb3_haepo.common.checks import check_optional_int
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm, GroupPass
 from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import (
@@ -316,8 +316,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 "squash_output=True does not have (its one-sample estimate -log pi(a|s) has a zero expected gradient): "
                 "use ent_coef=0 or squash_output=False"
             )
-        check_int("minibatch_size", minibatch_size, 1, allow_none=True)
-        check_int("max_minibatches", max_minibatches, 1, allow_none=True)
+        check_optional_int("minibatch_size", minibatch_size, 1)
+        check_optional_int("max_minibatches", max_minibatches, 1)
         if clip_range is not None and not callable(clip_range) and not (np.isfinite(clip_range) and clip_range > 0):
             raise ValueError(f"clip_range must be a finite number > 0, a schedule or None, got {clip_range!r}")
 
