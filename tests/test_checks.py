@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sb3_haepo.common.checks import check_int, check_optional_int
+from sb3_haepo.common.checks import check_int, check_optional_int, is_real
 
 
 def test_accepts_python_and_numpy_integers_and_returns_int():
@@ -48,3 +48,8 @@ def test_optional_refuses_with_a_message_that_allows_none(value, kwargs, message
     with pytest.raises(ValueError) as error:
         check_optional_int("n", value, 1, **kwargs)
     assert str(error.value) == message
+
+
+def test_is_real_takes_numbers_and_not_bools():
+    assert all(is_real(value) for value in (0, 1.5, np.int64(2), np.float32(0.5), float("nan")))
+    assert not any(is_real(value) for value in (True, np.bool_(False), "1", None, [1.0]))

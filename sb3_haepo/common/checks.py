@@ -1,4 +1,5 @@
-"""Argument checks shared by the package: one place for the integer options' validation and its messages."""
+"""Argument checks shared by the package: one place for the integer options' validation and its messages, and for
+what counts as a real number."""
 
 from typing import Any
 
@@ -45,6 +46,11 @@ def check_optional_int(name: str, value: Any, minimum: int, *, why: str = "", wh
         allowed = _allowed(minimum, None, why) + " or None" + (f" ({why_none})" if why_none else "")
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return int(value)
+
+
+def is_real(value: Any) -> bool:
+    """:return: whether ``value`` is a Python or NumPy int or float (a bool is not: ``True`` for a scale is a mistake)"""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 def _is_int_in(value: Any, minimum: int, maximum: int | None) -> bool:

@@ -14,6 +14,8 @@ import numpy as np
 import torch as th
 from scipy.signal import lfilter
 
+from sb3_haepo.common.checks import is_real
+
 NormalizeReturns = Literal["sum", "zscore"]
 TrajectoryScore = Literal["sum", "mean"]
 Credit = Literal["episode", "reward_to_go"]
@@ -191,8 +193,7 @@ def _episode_reward_to_go(rewards: np.ndarray, out: np.ndarray, gamma: float, ch
 
 def check_non_negative(name: str, value: float) -> None:
     """Raise a ``ValueError`` naming ``name`` unless ``value`` is a finite real number >= 0 (not a bool)."""
-    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if not real or not (math.isfinite(value) and value >= 0):
+    if not is_real(value) or not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
@@ -692,7 +693,7 @@ def parse_adaptive_coef(name: str, value: float | str) -> tuple[float, bool]:
         if not ADAPTIVE_COEF_MIN <= start <= ADAPTIVE_COEF_MAX:
             raise ValueError(allowed)
         return start, True
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_real(value):
         raise ValueError(allowed)
     if not np.isfinite(value) or value < 0:
         raise ValueError(allowed)

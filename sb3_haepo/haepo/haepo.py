@@ -7,7 +7,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_haepo.common.buffers import GroupChunk, GroupView, select_steps
-from sb3_haepo.common.checks import check_optional_int
+from sb3_haepo.common.checks import check_optional_int, is_real
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm, GroupPass
 from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import (
@@ -91,12 +91,7 @@ def check_adaptive_target(name: str, target: float | None, coef_name: str, coef:
     if target is None:
         return
     bound = "> 0" if minimum is None else f">= {minimum:g}"
-    if (
-        isinstance(target, bool)
-        or not isinstance(target, (int, float, np.integer, np.floating))
-        or not np.isfinite(target)
-        or (target <= 0 if minimum is None else target < minimum)
-    ):
+    if not is_real(target) or not np.isfinite(target) or (target <= 0 if minimum is None else target < minimum):
         raise ValueError(f"{name} must be a finite number {bound} or None (the default), got {target!r}")
     if not isinstance(coef, str):
         raise ValueError(
