@@ -2,10 +2,12 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch as th
 
 from sb3_haepo.common.utils import (
+    grpo_step_advantages,
     haepo_loss,
     haepo_score_gradient,
     normalize_returns,
@@ -48,6 +50,29 @@ def test_equal_returns_give_zero_signal_not_nan(scheme, value):
     assert th.isfinite(normed).all()
     if scheme == "zscore" or value == 0.0:
         assert th.equal(normed, th.zeros(4))
+
+
+@pytest.mark.parametrize("value,size", [(0.99, 8), (0.9987, 8), (-0.003, 10), (0.99, 16)])
+def test_equal_non_integer_returns_give_exactly_zero(value, size):
+    # float32's mean of these groups is not exact (0.99 x 8: the plain z-score gave +0.92 at every k; METHOD.md
+    # section 7, choice 3), so only the guard makes the signal 0, with or without a floor and for GRPO's advantages
+    returns = th.full((size,), value)
+    assert (returns - returns.mean()).abs().max() > 0  # the case the guard is for
+    assert th.equal(normalize_returns(returns, "zscore"), th.zeros(size))
+    assert th.equal(normalize_returns(returns, "zscore", min_std=1.0), th.zeros(size))
+    episode_index = th.tensor([0, 0, size - 1])
+    assert th.equal(grpo_step_advantages(returns, episode_index), th.zeros(3))
+
+
+def test_zscore_guard_leaves_unequal_groups_alone():
+    # One return differing by a single float32 step is not an equal group: the plain z-score's own arithmetic,
+    # bitwise (so every published run whose groups were never all equal is unchanged)
+    for last in (1.99, float(np.nextafter(np.float32(0.99), np.float32(1.0)))):
+        returns = th.tensor([0.99] * 7 + [last])
+        plain = (returns - returns.mean()) / (returns.std(unbiased=False) + 1e-8)
+        assert th.equal(normalize_returns(returns, "zscore"), plain)
+        assert plain.abs().max() > 0.5
+    assert th.equal(normalize_returns(th.empty(0), "zscore"), th.empty(0))
 
 
 def test_sum_normalisation_negative_returns_fallback():

@@ -328,9 +328,9 @@ def normalize_returns(
     """
     Normalise the episode returns of a group (docs/METHOD.md section 1, step 4).
 
-    - ``"zscore"``: ``Rn_k = (R_k - mean(R)) / (max(std(R), min_std) + eps)``, population std. Equal returns give
-      exactly 0 only when their float32 mean is exact (integers, zeros); otherwise every ``Rn_k`` is the same
-      constant of size up to 1 (docs/METHOD.md section 7, choice 3: an open defect for GRPO). ``min_std``
+    - ``"zscore"``: ``Rn_k = (R_k - mean(R)) / (max(std(R), min_std) + eps)``, population std. A group of equal
+      returns gives exactly 0 (no signal, never NaN): without that guard the float32 rounding of their mean would
+      leave every ``Rn_k`` at the same constant of size up to 1 (docs/METHOD.md section 7, choice 3). ``min_std``
       (``min_return_std``, docs/METHOD.md section 13) keeps returns that differ by less than that scale from being
       blown up to unit size.
     - ``"sum"``: ``Rn_k = R_k / sum_j |R_j|``. For non-negative returns (the setting the paper uses this scheme for)
@@ -350,8 +350,11 @@ def normalize_returns(
     if returns.ndim != 1:
         raise ValueError(f"returns must have shape (n_episodes,), got {tuple(returns.shape)}")
     if scheme == "zscore":
+        # Equal returns carry no signal. Their float32 mean is exact only for some values (integers, zeros): 8 returns
+        # of 0.99 would otherwise give every k a constant of about 0.92, which GRPO hands to every step
+        if bool((returns == returns[:1]).all()):
+            return th.zeros_like(returns)
         centered = returns - returns.mean()
-        # All-equal returns: centered is 0 when the float32 mean is exact, so the result is 0 (no signal); never NaN
         std = returns.std(unbiased=False)
         return centered / (th.clamp(std, min=min_std) + eps)
     return returns / returns.abs().sum().clamp(min=eps)
@@ -851,8 +854,7 @@ def grpo_step_advantages(returns: th.Tensor, episode_index: th.Tensor, eps: floa
 
     :param returns: episode returns ``R_k``, shape (M,)
     :param episode_index: episode of each step in ``[0, M)``, shape (N,)
-    :param eps: guard against division by zero (equal returns give advantages of 0 only when their float32 mean is
-        exact: docs/METHOD.md section 7, choice 3)
+    :param eps: guard against division by zero (a group of equal returns gives advantages of exactly 0)
     :param min_std: ``sigma_min``, the floor of the divisor in the returns' units (``min_return_std``,
         docs/METHOD.md section 13; >= 0, 0: GRPO's plain z-score)
     :return: per-step advantages, shape (N,)
