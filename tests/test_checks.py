@@ -1,9 +1,12 @@
-"""The shared integer check (sb3_haepo.common.checks.check_int): what it accepts, returns and says."""
+"""The shared argument checks (sb3_haepo.common.checks): what they accept, return and say."""
+
+import re
 
 import numpy as np
 import pytest
 
-from sb3_haepo.common.checks import check_int, check_optional_int, is_real
+from sb3_haepo import DPO, GRPO, HAEPO
+from sb3_haepo.common.checks import check_int, check_optional_int, check_optional_real, check_real, is_real
 
 
 def test_accepts_python_and_numpy_integers_and_returns_int():
@@ -53,3 +56,59 @@ def test_optional_refuses_with_a_message_that_allows_none(value, kwargs, message
 def test_is_real_takes_numbers_and_not_bools():
     assert all(is_real(value) for value in (0, 1.5, np.int64(2), np.float32(0.5), float("nan")))
     assert not any(is_real(value) for value in (True, np.bool_(False), "1", None, [1.0]))
+
+
+def test_real_accepts_python_and_numpy_numbers_and_returns_float():
+    value = check_real("x", np.float32(0.5), 0.0, 1.0)
+    assert value == 0.5 and type(value) is float
+    value = check_real("gamma", 1, 0.0, 1.0, low_open=True)  # an int is a number; the closed bound is allowed
+    assert value == 1.0 and type(value) is float
+    assert check_real("x", -1e300) == -1e300  # no bounds: any finite number
+    assert check_optional_real("x", None, 0.0) is None
+    assert check_optional_real("x", np.int64(3), 0.0, low_open=True) == 3.0
+
+
+@pytest.mark.parametrize(
+    "value, bounds, message",
+    [
+        (0.0, dict(low=0.0, high=1.0, low_open=True), "x must be a finite number in (0, 1], got 0.0"),
+        (1.0, dict(low=0.0, high=1.0, high_open=True), "x must be a finite number in [0, 1), got 1.0"),
+        (-0.5, dict(low=0.0), "x must be a finite number >= 0, got -0.5"),
+        (0, dict(low=0.0, low_open=True), "x must be a finite number > 0, got 0"),
+        (2.5, dict(high=2.0), "x must be a finite number <= 2, got 2.5"),
+        (2.0, dict(high=2.0, high_open=True), "x must be a finite number < 2, got 2.0"),
+        (float("nan"), {}, "x must be a finite number, got nan"),
+        (float("inf"), dict(low=0.0), "x must be a finite number >= 0, got inf"),
+        (True, dict(low=0.0), "x must be a finite number >= 0, got True"),
+        ("0.5", dict(low=0.0), "x must be a finite number >= 0, got '0.5'"),
+        (None, dict(low=0.0), "x must be a finite number >= 0, got None"),
+        (-1.0, dict(low=0.0, why="0 disables it"), "x must be a finite number >= 0 (0 disables it), got -1.0"),
+    ],
+)
+def test_real_refuses_with_a_message_naming_the_value_and_what_is_allowed(value, bounds, message):
+    with pytest.raises(ValueError) as error:
+        check_real("x", value, **bounds)
+    assert str(error.value) == message
+
+
+def test_optional_real_refuses_with_a_message_that_allows_none():
+    with pytest.raises(ValueError) as error:
+        check_optional_real("target_kl", 0.0, 0.0, low_open=True, why_none="no early stop")
+    assert str(error.value) == "target_kl must be a finite number > 0 or None (no early stop), got 0.0"
+    with pytest.raises(ValueError, match=r"^t must be a finite number >= 0 or None, got False$"):
+        check_optional_real("t", False, 0.0)
+
+
+@pytest.mark.parametrize(
+    "algo, kwargs, message",
+    [
+        (GRPO, dict(gamma=True), "gamma must be a finite number in (0, 1], got True"),
+        (DPO, dict(beta=float("nan")), "beta must be a finite number > 0, got nan"),
+        (HAEPO, dict(max_grad_norm=0), "max_grad_norm must be a finite number > 0, got 0"),
+        (HAEPO, dict(target_kl=-1.0), "target_kl must be a finite number > 0 or None (no early stop), got -1.0"),
+    ],
+)
+def test_the_algorithms_use_the_real_check(algo, kwargs, message):
+    # A bool for gamma used to pass as 1 (0 < True <= 1); the others were refused before, now in the shared wording
+    with pytest.raises(ValueError, match=re.escape(message)):
+        algo("MlpPolicy", "CartPole-v1", **kwargs)

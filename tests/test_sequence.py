@@ -151,7 +151,7 @@ def test_demonstration_noise():
     assert all(demo[-1] == END_TOKEN and len(demo) == len(env.reference) + 1 for demo in corrupted)
     assert any(demo[:-1] != env.reference for demo in corrupted)
     assert all(min(demo[:-1]) >= 2 for demo in corrupted)
-    with pytest.raises(ValueError, match=r"noise must be a number in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"noise must be a finite number in \[0, 1\], got 1.5"):
         env.demonstration(1.5)
 
 

@@ -64,7 +64,7 @@ def test_reward_to_go_finite_for_long_episodes(gamma):
 def test_reward_to_go_errors():
     with pytest.raises(ValueError, match=r"The episode lengths sum to 4 but there are 5 rewards"):
         discounted_reward_to_go(REWARDS, th.tensor([3, 1]), 0.5)
-    with pytest.raises(ValueError, match=r"gamma must be in \(0, 1\], got 0.0"):
+    with pytest.raises(ValueError, match=r"gamma must be a finite number in \(0, 1\], got 0.0"):
         discounted_reward_to_go(REWARDS, LENGTHS, 0.0)
 
 
@@ -220,7 +220,7 @@ def test_clipped_surrogate_by_hand():
 
 
 def test_clipped_surrogate_errors():
-    with pytest.raises(ValueError, match=r"clip_range must be > 0 or None, got 0.0"):
+    with pytest.raises(ValueError, match=r"clip_range must be a finite number > 0 or None \(no clipping\), got 0.0"):
         clipped_step_loss(th.zeros(2), th.zeros(2), th.zeros(2), th.zeros(2), 0.0)
     with pytest.raises(ValueError, match=r"Expected 1D tensors of the same shape"):
         clipped_step_loss(th.zeros(2), th.zeros(3), th.zeros(2), th.zeros(2), 0.2)
@@ -399,7 +399,7 @@ def test_advantages_into_errors():
     episode = [np.ones(3, np.float32)]
     with pytest.raises(ValueError, match=r"chunk_steps must be >= 1, got 0"):
         reward_to_go_advantages_into(episode, [np.zeros(3, np.float32)], 0.9, chunk_steps=0)
-    with pytest.raises(ValueError, match=r"gamma must be in \(0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"gamma must be a finite number in \(0, 1\], got 1.5"):
         reward_to_go_advantages_into(episode, [np.zeros(3, np.float32)], 1.5)
     with pytest.raises(ValueError, match=r"the same number of episodes, of the same lengths"):
         reward_to_go_advantages_into(episode, [np.zeros(2, np.float32)], 0.9)

@@ -18,7 +18,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_haepo.common.buffers import EpisodeBuffer, GroupView, step_observations
-from sb3_haepo.common.checks import check_int, check_optional_int
+from sb3_haepo.common.checks import check_int, check_optional_int, check_real
 from sb3_haepo.common.exploration import (
     check_logit_noise_std,
     logit_noise_distribution,
@@ -199,10 +199,8 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             why="refresh the reference every this many updates",
             why_none="a frozen reference: the policy at the first update, never refreshed",
         )
-        if not 0.0 < gamma <= 1.0:
-            raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
-        if max_grad_norm <= 0:
-            raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm!r}")
+        check_real("gamma", gamma, 0.0, 1.0, low_open=True)
+        check_real("max_grad_norm", max_grad_norm, 0.0, low_open=True)
         # Without an env (a model being loaded) the action space is checked in _setup_model
         check_logit_noise_std(logit_noise_std, getattr(self, "action_space", None), use_sde)
         self.logit_noise_std = float(logit_noise_std)

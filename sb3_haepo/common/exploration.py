@@ -27,7 +27,7 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs
 
-from sb3_haepo.common.checks import is_real
+from sb3_haepo.common.checks import check_real
 
 # The action spaces whose distribution is parameterised by logits
 LOGIT_NOISE_SPACES = (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
@@ -39,8 +39,7 @@ def check_logit_noise_std(logit_noise_std: float, action_space: spaces.Space | N
     :raises ValueError: unless ``logit_noise_std`` is a finite number >= 0, and, when it is > 0, the actions are
         ``Discrete``, ``MultiDiscrete`` or ``MultiBinary`` (gSDE, ``use_sde``, is the held noise of ``Box`` actions)
     """
-    if not is_real(logit_noise_std) or not 0.0 <= logit_noise_std < float("inf"):
-        raise ValueError(f"logit_noise_std must be a finite number >= 0 (0 disables it), got {logit_noise_std!r}")
+    check_real("logit_noise_std", logit_noise_std, 0.0, why="0 disables it")
     if logit_noise_std > 0 and action_space is not None and not isinstance(action_space, LOGIT_NOISE_SPACES):
         raise ValueError(
             f"logit_noise_std={logit_noise_std!r} perturbs the logits of Discrete, MultiDiscrete or MultiBinary actions, "

@@ -23,6 +23,8 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_haepo.common.checks import check_real
+
 
 def kl_penalized_rewards(rewards: np.ndarray, log_probs: np.ndarray, ref_log_probs: np.ndarray, kl_coef: float) -> np.ndarray:
     """
@@ -46,9 +48,7 @@ class KLPPO(PPO):
     ref_policy: ActorCriticPolicy
 
     def __init__(self, *args: Any, kl_coef: float = 0.05, **kwargs: Any):
-        if isinstance(kl_coef, bool) or not isinstance(kl_coef, (int, float)) or not (np.isfinite(kl_coef) and kl_coef >= 0):
-            raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef!r}")
-        self.kl_coef = float(kl_coef)
+        self.kl_coef = check_real("kl_coef", kl_coef, 0.0)
         self.reference_frozen = False
         super().__init__(*args, **kwargs)
 

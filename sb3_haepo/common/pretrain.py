@@ -18,7 +18,7 @@ import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from sb3_haepo.common.checks import check_int
+from sb3_haepo.common.checks import check_int, check_real
 from sb3_haepo.envs.sequence import TokenSequenceEnv
 
 # The parameters of an ActorCriticPolicy that compute the action distribution
@@ -92,8 +92,7 @@ def pretrain_policy(
     """
     check_int("epochs", epochs, 1)
     check_int("batch_size", batch_size, 1)
-    if not (np.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+    check_real("learning_rate", learning_rate, 0.0, low_open=True)
     policy = model.policy
     assert isinstance(policy, ActorCriticPolicy), f"pretrain_policy needs an ActorCriticPolicy, got {policy}"
     observations, actions = demonstration_dataset(env_id, n_demos, noise, seed, env_kwargs)

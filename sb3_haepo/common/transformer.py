@@ -16,7 +16,7 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from sb3_haepo.common.checks import check_int, check_optional_int
+from sb3_haepo.common.checks import check_int, check_optional_int, check_real
 
 PAD_TOKEN_ID = 0
 
@@ -64,8 +64,7 @@ class CausalTransformerExtractor(BaseFeaturesExtractor):
         if d_model % n_heads != 0:
             raise ValueError(f"d_model must be divisible by n_heads, got d_model={d_model} and n_heads={n_heads}")
         dim_feedforward = check_optional_int("dim_feedforward", dim_feedforward, 1)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        dropout = check_real("dropout", dropout, 0.0, 1.0, high_open=True)
         super().__init__(observation_space, d_model)
         self.vocab_size = int(observation_space.high.max()) + 1
         self.max_length = int(observation_space.shape[0])

@@ -14,7 +14,7 @@ import numpy as np
 import torch as th
 from scipy.signal import lfilter
 
-from sb3_haepo.common.checks import is_real
+from sb3_haepo.common.checks import check_optional_real, check_real, is_real
 
 NormalizeReturns = Literal["sum", "zscore"]
 TrajectoryScore = Literal["sum", "mean"]
@@ -163,8 +163,7 @@ def discounted_reward_to_go(rewards: th.Tensor, episode_lengths: th.Tensor, gamm
         raise ValueError(f"rewards must have shape (n_steps,), got {tuple(rewards.shape)}")
     if int(episode_lengths.sum()) != len(rewards):
         raise ValueError(f"The episode lengths sum to {int(episode_lengths.sum())} but there are {len(rewards)} rewards")
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+    check_real("gamma", gamma, 0.0, 1.0, low_open=True)
     numpy_rewards = rewards.detach().cpu().numpy()
     # Written episode by episode, rounded to float32 as it is written: only one episode is ever held in float64
     reward_to_go = np.empty(len(numpy_rewards), dtype=np.float32)
@@ -189,12 +188,6 @@ def _episode_reward_to_go(rewards: np.ndarray, out: np.ndarray, gamma: float, ch
         reversed_g, _ = lfilter([1.0], [1.0, -gamma], rewards[start:stop][::-1].astype(np.float64), zi=[gamma * reward_to_go])
         out[start:stop] = reversed_g[::-1]
         reward_to_go = float(reversed_g[-1])
-
-
-def check_non_negative(name: str, value: float) -> None:
-    """Raise a ``ValueError`` naming ``name`` unless ``value`` is a finite real number >= 0 (not a bool)."""
-    if not is_real(value) or not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 # Steps per chunk of reward_to_go_advantages' index arrays (int64): 16,384 steps, 128 KiB per array
@@ -227,7 +220,7 @@ def reward_to_go_advantages(
     :param min_std: ``sigma_min``, the floor of the divisor, in the rewards' units (>= 0; 0: plain z-score)
     :return: ``A``, shape (N,), float32
     """
-    check_non_negative("min_std", min_std)
+    check_real("min_std", min_std, 0.0)
     # In place, and in chunks of steps: besides G (float64) and the result, only a chunk's step times and gathered
     # baseline are ever formed, whatever the number or length of the episodes (docs/METHOD.md section 2.2)
     deviations = discounted_reward_to_go(rewards, episode_lengths, gamma).to(th.float64)
@@ -282,9 +275,8 @@ def reward_to_go_advantages_into(
     :param eps: guard against division by zero
     :param min_std: ``sigma_min``, the floor of the divisor, in the rewards' units (>= 0; 0: plain z-score)
     """
-    check_non_negative("min_std", min_std)
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+    check_real("min_std", min_std, 0.0)
+    check_real("gamma", gamma, 0.0, 1.0, low_open=True)
     if chunk_steps < 1:
         raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps!r}")
     if len(rewards) != len(out) or any(len(r) != len(o) for r, o in zip(rewards, out, strict=True)):
@@ -344,7 +336,7 @@ def normalize_returns(
     :param min_std: with ``"zscore"``, the floor of the divisor, in the returns' units (>= 0; 0: plain z-score)
     :return: normalised returns, shape (M,)
     """
-    check_non_negative("min_std", min_std)
+    check_real("min_std", min_std, 0.0)
     if scheme not in NORMALIZE_RETURNS_OPTIONS:
         raise ValueError(f"Unknown return normalisation {scheme!r}, allowed: {NORMALIZE_RETURNS_OPTIONS}")
     if returns.ndim != 1:
@@ -597,8 +589,7 @@ def clipped_step_loss(
     :return: the surrogate (summed over the steps) and the fraction of clipped steps
     """
     _check_1d_same_shape(log_probs=log_probs, old_log_probs=old_log_probs, step_coef=step_coef, return_coef=return_coef)
-    if clip_range is not None and not clip_range > 0:
-        raise ValueError(f"clip_range must be > 0 or None, got {clip_range!r}")
+    check_optional_real("clip_range", clip_range, 0.0, low_open=True, why_none="no clipping")
     ratio = th.exp(log_probs - old_log_probs.detach())
     return_coef = return_coef.detach()
     surrogate = ratio * return_coef
@@ -720,12 +711,6 @@ def default_target_weight_entropy(n_episodes: int) -> float:
     return max(math.log(n_episodes / 2.0), 0.0)
 
 
-def _check_finite(**values: float) -> None:
-    for name, value in values.items():
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-
-
 def adapt_weight_ent_coef(
     coef: float,
     weight_entropy: float,
@@ -757,7 +742,8 @@ def adapt_weight_ent_coef(
     :param max_coef: upper bound of ``beta``
     :return: the new ``beta``
     """
-    _check_finite(coef=coef, weight_entropy=weight_entropy, target=target)
+    for name, value in (("coef", coef), ("weight_entropy", weight_entropy), ("target", target)):
+        check_real(name, value)
     if not 0 < min_coef <= coef <= max_coef or not max_log_step > 0:
         raise ValueError(
             f"Need 0 < min_coef <= coef <= max_coef and max_log_step > 0, got min_coef={min_coef!r}, coef={coef!r}, "
@@ -795,7 +781,8 @@ def adapt_ref_kl_coef(
     :param max_coef: upper bound of ``lam``
     :return: the new ``lam``
     """
-    _check_finite(coef=coef, kl=kl, target=target)
+    for name, value in (("coef", coef), ("kl", kl), ("target", target)):
+        check_real(name, value)
     if not 0 < min_coef <= coef <= max_coef or not target > 0 or not tolerance > 1 or not factor > 1:
         raise ValueError(
             f"Need 0 < min_coef <= coef <= max_coef, target > 0, tolerance > 1 and factor > 1, got "
@@ -824,7 +811,7 @@ def policy_entropy_loss(entropies: th.Tensor, ent_coef: float, n_steps: int | No
     """
     if entropies.dim() != 1:
         raise ValueError(f"Expected a 1D tensor of entropies, got shape {tuple(entropies.shape)}")
-    check_non_negative("ent_coef", ent_coef)
+    check_real("ent_coef", ent_coef, 0.0)
     n_steps = len(entropies) if n_steps is None else n_steps
     if n_steps < max(len(entropies), 1):
         raise ValueError(f"n_steps must be >= the number of entropies ({len(entropies)}) and >= 1, got {n_steps!r}")
@@ -899,8 +886,7 @@ def grpo_loss(
     _check_1d_same_shape(
         log_probs=log_probs, behaviour_log_probs=behaviour_log_probs, ref_log_probs=ref_log_probs, advantages=advantages
     )
-    if not clip_range > 0:
-        raise ValueError(f"clip_range must be > 0, got {clip_range!r}")
+    check_real("clip_range", clip_range, 0.0, low_open=True)
     # Per-step probability ratio against the behaviour policy (N,)
     ratio = th.exp(log_probs - behaviour_log_probs.detach())
     # Clipped surrogate, as in PPO (N,)
@@ -973,8 +959,7 @@ def dpo_loss(
         raise ValueError(
             f"winners and losers must be 1D with the same shape, got {tuple(winners.shape)} and {tuple(losers.shape)}"
         )
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta!r}")
+    check_real("beta", beta, 0.0, low_open=True)
     # Implicit rewards log pi(tau) / pi_ref(tau) of each episode (M,)
     log_ratios = scores - ref_scores.detach()
     # (M,) -> (P,)

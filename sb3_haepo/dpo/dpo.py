@@ -1,10 +1,10 @@
 from typing import Any, ClassVar
 
-import numpy as np
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
+from sb3_haepo.common.checks import check_real
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
 from sb3_haepo.common.utils import (
     TRAJECTORY_SCORE_OPTIONS,
@@ -131,8 +131,7 @@ class DPO(EpisodicOnPolicyAlgorithm):
         )
         if trajectory_score not in TRAJECTORY_SCORE_OPTIONS:
             raise ValueError(f"Unknown trajectory_score {trajectory_score!r}, allowed: {TRAJECTORY_SCORE_OPTIONS}")
-        if not (np.isfinite(beta) and beta > 0):
-            raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+        check_real("beta", beta, 0.0, low_open=True)
 
         self.beta = float(beta)
         self.trajectory_score = trajectory_score

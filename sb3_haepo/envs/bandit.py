@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sb3_haepo.common.checks import check_int
+from sb3_haepo.common.checks import check_int, check_real
 
 RewardDistribution = Literal["bernoulli", "gaussian"]
 REWARD_DISTRIBUTION_OPTIONS: tuple[str, ...] = ("bernoulli", "gaussian")
@@ -51,8 +51,7 @@ class BanditEnv(gym.Env[np.ndarray, np.int64]):
         n_arms = check_int("n_arms", n_arms, 2)
         if reward_distribution not in REWARD_DISTRIBUTION_OPTIONS:
             raise ValueError(f"Unknown reward_distribution {reward_distribution!r}, allowed: {REWARD_DISTRIBUTION_OPTIONS}")
-        if not reward_std >= 0:
-            raise ValueError(f"reward_std must be >= 0, got {reward_std!r}")
+        reward_std = check_real("reward_std", reward_std, 0.0)
         self.n_arms = int(n_arms)
         self.arm_seed = arm_seed
         self.reward_distribution = reward_distribution

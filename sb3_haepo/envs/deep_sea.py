@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sb3_haepo.common.checks import check_int
+from sb3_haepo.common.checks import check_int, check_real
 
 
 class DeepSeaEnv(gym.Env[np.ndarray, np.int64]):
@@ -65,8 +65,7 @@ class DeepSeaEnv(gym.Env[np.ndarray, np.int64]):
         check_int("mapping_seed", mapping_seed, 0, why="None would give every instance its own MDP")
         if not isinstance(randomize_actions, (bool, np.bool_)):
             raise ValueError(f"randomize_actions must be True or False, got {randomize_actions!r}")
-        if not move_cost >= 0:
-            raise ValueError(f"move_cost must be >= 0, got {move_cost!r}")
+        move_cost = check_real("move_cost", move_cost, 0.0)
         self.size = int(size)
         self.mapping_seed = int(mapping_seed)
         self.randomize_actions = bool(randomize_actions)

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sb3_haepo.common.checks import check_int
+from sb3_haepo.common.checks import check_int, check_real
 
 
 def check_random_walk_arguments(horizon: int, goal_distance: int, slip_prob: float) -> None:
@@ -17,8 +17,7 @@ def check_random_walk_arguments(horizon: int, goal_distance: int, slip_prob: flo
     """
     check_int("horizon", horizon, 1)
     check_int("goal_distance", goal_distance, 1)
-    if not 0.0 <= slip_prob < 1.0:
-        raise ValueError(f"slip_prob must be in [0, 1), got {slip_prob!r}")
+    check_real("slip_prob", slip_prob, 0.0, 1.0, high_open=True)
 
 
 class RandomWalkEnv(gym.Env[np.ndarray, np.int64]):
@@ -126,8 +125,7 @@ def success_statistics(
     :return: The success rate, the mean number of steps of a successful episode and the mean episode length
     """
     check_random_walk_arguments(horizon, goal_distance, slip_prob)
-    if not 0.0 <= right_prob <= 1.0:
-        raise ValueError(f"right_prob must be in [0, 1], got {right_prob!r}")
+    check_real("right_prob", right_prob, 0.0, 1.0)
     step_right = right_prob * (1.0 - slip_prob) + (1.0 - right_prob) * slip_prob
     step_left = 1.0 - step_right
     # distribution[x]: probability of being at x < goal_distance without having reached the goal

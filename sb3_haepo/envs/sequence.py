@@ -47,7 +47,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sb3_haepo.common.checks import check_int
+from sb3_haepo.common.checks import check_int, check_real
 
 END_TOKEN = 0
 PAD_TOKEN = END_TOKEN
@@ -192,8 +192,7 @@ class TokenSequenceEnv(gym.Env[np.ndarray, np.int64], abc.ABC):
         :param rng: the generator of the corruption (None: the env's ``np_random``)
         :return: the tokens to emit, the end token included (unless the answer fills ``max_new_tokens``)
         """
-        if isinstance(noise, bool) or not isinstance(noise, (int, float, np.floating)) or not 0.0 <= noise <= 1.0:
-            raise ValueError(f"noise must be a number in [0, 1], got {noise!r}")
+        noise = check_real("noise", noise, 0.0, 1.0)
         rng = self.np_random if rng is None else rng
         tokens = list(self._reference)
         for i in range(len(tokens)):

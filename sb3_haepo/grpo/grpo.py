@@ -5,8 +5,9 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_haepo.common.buffers import select_steps
+from sb3_haepo.common.checks import check_optional_real, check_real
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm
-from sb3_haepo.common.utils import check_non_negative, grpo_loss, grpo_step_advantages
+from sb3_haepo.common.utils import grpo_loss, grpo_step_advantages
 from sb3_haepo.grpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 
@@ -121,12 +122,10 @@ class GRPO(EpisodicOnPolicyAlgorithm):
             seed=seed,
             device=device,
         )
-        check_non_negative("min_return_std", min_return_std)
-        if not clip_range > 0:
-            raise ValueError(f"clip_range must be > 0, got {clip_range!r}")
-        check_non_negative("kl_coef", kl_coef)
-        if target_kl is not None and not target_kl > 0:
-            raise ValueError(f"target_kl must be > 0 or None, got {target_kl!r}")
+        check_real("min_return_std", min_return_std, 0.0)
+        check_real("clip_range", clip_range, 0.0, low_open=True)
+        check_real("kl_coef", kl_coef, 0.0)
+        check_optional_real("target_kl", target_kl, 0.0, low_open=True, why_none="no early stop")
 
         self.min_return_std = float(min_return_std)
         self.clip_range = float(clip_range)

@@ -7,7 +7,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_haepo.common.buffers import GroupChunk, GroupView, select_steps
-from sb3_haepo.common.checks import check_optional_int, is_real
+from sb3_haepo.common.checks import check_optional_int, check_optional_real, check_real
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm, GroupPass
 from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import (
@@ -21,7 +21,6 @@ from sb3_haepo.common.utils import (
     TrajectoryScore,
     adapt_ref_kl_coef,
     adapt_weight_ent_coef,
-    check_non_negative,
     clipped_step_loss,
     default_target_weight_entropy,
     epoch_minibatch_size,
@@ -90,9 +89,7 @@ def check_adaptive_target(name: str, target: float | None, coef_name: str, coef:
     """
     if target is None:
         return
-    bound = "> 0" if minimum is None else f">= {minimum:g}"
-    if not is_real(target) or not np.isfinite(target) or (target <= 0 if minimum is None else target < minimum):
-        raise ValueError(f"{name} must be a finite number {bound} or None (the default), got {target!r}")
+    check_optional_real(name, target, 0.0 if minimum is None else minimum, low_open=minimum is None, why_none="the default")
     if not isinstance(coef, str):
         raise ValueError(
             f"{name}={target!r} is only used with {coef_name}='auto' (or 'auto_<start>'), but {coef_name}={coef!r} is "
@@ -292,7 +289,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             )
         if trajectory_score not in TRAJECTORY_SCORE_OPTIONS:
             raise ValueError(f"Unknown trajectory_score {trajectory_score!r}, allowed: {TRAJECTORY_SCORE_OPTIONS}")
-        check_non_negative("min_return_std", min_return_std)
+        check_real("min_return_std", min_return_std, 0.0)
         if min_return_std > 0 and normalize_returns != "zscore":
             raise ValueError(
                 f"min_return_std={min_return_std!r} is a floor of the z-score's divisor: it needs "
@@ -302,9 +299,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         ref_kl_coef_value, ref_kl_coef_auto = parse_adaptive_coef("ref_kl_coef", ref_kl_coef)
         check_adaptive_target("target_weight_entropy", target_weight_entropy, "weight_ent_coef", weight_ent_coef, 0.0)
         check_adaptive_target("target_ref_kl", target_ref_kl, "ref_kl_coef", ref_kl_coef, None)
-        if target_kl is not None and not target_kl > 0:
-            raise ValueError(f"target_kl must be > 0 or None, got {target_kl!r}")
-        check_non_negative("ent_coef", ent_coef)
+        check_optional_real("target_kl", target_kl, 0.0, low_open=True, why_none="no early stop")
+        check_real("ent_coef", ent_coef, 0.0)
         if ent_coef > 0 and use_sde and (policy_kwargs or {}).get("squash_output", False):
             raise ValueError(
                 f"ent_coef={ent_coef!r} needs the policy's entropy in closed form, which gSDE with "
