@@ -7,6 +7,8 @@ import pytest
 
 from sb3_haepo import DPO, GRPO, HAEPO
 from sb3_haepo.common.checks import check_int, check_optional_int, check_optional_real, check_real, is_real
+from sb3_haepo.envs.bandit import BanditEnv
+from sb3_haepo.envs.deep_sea import DeepSeaEnv
 
 
 def test_accepts_python_and_numpy_integers_and_returns_int():
@@ -103,12 +105,34 @@ def test_optional_real_refuses_with_a_message_that_allows_none():
     "algo, kwargs, message",
     [
         (GRPO, dict(gamma=True), "gamma must be a finite number in (0, 1], got True"),
-        (DPO, dict(beta=float("nan")), "beta must be a finite number > 0, got nan"),
-        (HAEPO, dict(max_grad_norm=0), "max_grad_norm must be a finite number > 0, got 0"),
+        (DPO, dict(beta=True), "beta must be a finite number > 0, got True"),
+        (HAEPO, dict(max_grad_norm=0), "max_grad_norm must be a number > 0 (inf: no clipping), got 0"),
         (HAEPO, dict(target_kl=-1.0), "target_kl must be a finite number > 0 or None (no early stop), got -1.0"),
     ],
 )
 def test_the_algorithms_use_the_real_check(algo, kwargs, message):
-    # A bool for gamma used to pass as 1 (0 < True <= 1); the others were refused before, now in the shared wording
+    # Each of these used to pass: gamma=True and beta=True as 1, max_grad_norm=0 and target_kl=-1 were refused with
+    # other wording (the message is asserted whole)
     with pytest.raises(ValueError, match=re.escape(message)):
         algo("MlpPolicy", "CartPole-v1", **kwargs)
+
+
+def test_infinity_only_where_it_means_no_limit():
+    # A clipping norm or GRPO's clip range may be inf (no clipping), as before; a cost or a noise scale may not
+    assert check_real("max_grad_norm", float("inf"), 0.0, low_open=True, finite=False) == float("inf")
+    HAEPO("MlpPolicy", "CartPole-v1", max_grad_norm=float("inf"), n_episodes=2)
+    GRPO("MlpPolicy", "CartPole-v1", clip_range=float("inf"))
+    with pytest.raises(ValueError, match=re.escape("x must be a number > 0, got nan")):
+        check_real("x", float("nan"), 0.0, low_open=True, finite=False)
+    with pytest.raises(ValueError, match=re.escape("move_cost must be a finite number >= 0, got inf")):
+        DeepSeaEnv(move_cost=float("inf"))
+    with pytest.raises(ValueError, match=re.escape("reward_std must be a finite number >= 0, got True")):
+        BanditEnv(reward_std=True)
+
+
+def test_an_int_beyond_floats_range_is_a_value_error():
+    # math.isfinite raises OverflowError on it; the check says what is allowed instead
+    with pytest.raises(ValueError, match=r"max_grad_norm must be a number > 0"):
+        check_real("max_grad_norm", 10**400, 0.0, low_open=True, finite=False)
+    with pytest.raises(ValueError, match=r"gamma must be a finite number in \(0, 1\]"):
+        check_real("gamma", -(10**400), 0.0, 1.0, low_open=True)

@@ -320,7 +320,7 @@ def test_nan_reward_raises():
         (dict(ref_kl_coef=float("nan")), r"ref_kl_coef must be a finite number >= 0, 'auto' .*got nan"),
         (dict(ref_update_interval=0), r"ref_update_interval must be an integer >= 1 \(.*\) or None \(.*\), got 0"),
         (dict(gamma=1.5), r"gamma must be a finite number in \(0, 1\], got 1.5"),
-        (dict(max_grad_norm=0.0), r"max_grad_norm must be a finite number > 0, got 0.0"),
+        (dict(max_grad_norm=0.0), r"max_grad_norm must be a number > 0 \(inf: no clipping\), got 0.0"),
         (dict(target_kl=-0.01), r"target_kl must be a finite number > 0 or None \(no early stop\), got -0.01"),
         (dict(minibatch_size=0), r"minibatch_size must be an integer >= 1 or None, got 0"),
         (dict(max_minibatches=0), r"max_minibatches must be an integer >= 1 or None, got 0"),
@@ -331,7 +331,7 @@ def test_nan_reward_raises():
         (dict(n_epochs=True), r"n_epochs must be an integer >= 1, got True"),
         (dict(batch_size=True), r"batch_size must be an integer >= 1, got True"),
         (dict(max_episode_steps=True), r"max_episode_steps must be an integer >= 1, got True"),
-        (dict(clip_range=-0.2), r"clip_range must be a finite number > 0, a schedule or None, got -0.2"),
+        (dict(clip_range=-0.2), r"clip_range must be a finite number > 0 \(or a schedule, or None\), got -0.2"),
         (dict(max_episode_steps=0), r"max_episode_steps must be an integer >= 1, got 0"),
     ],
 )

@@ -2,6 +2,7 @@
 messages, and for what counts as a real number."""
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,7 @@ def check_int(name: str, value: Any, minimum: int, maximum: int | None = None, *
     :raises ValueError: unless ``value`` is an integer (a Python or NumPy integer, not a bool) in
         ``[minimum, maximum]``
     """
-    if not _is_int_in(value, minimum, maximum):
-        raise ValueError(f"{name} must be {_allowed(minimum, maximum, why)}, got {value!r}")
+    _require(_is_int_in(value, minimum, maximum), name, value, lambda: _allowed(minimum, maximum, why))
     return int(value)
 
 
@@ -43,9 +43,7 @@ def check_optional_int(name: str, value: Any, minimum: int, *, why: str = "", wh
     """
     if value is None:
         return None
-    if not _is_int_in(value, minimum, None):
-        allowed = _allowed(minimum, None, why) + " or None" + (f" ({why_none})" if why_none else "")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    _require(_is_int_in(value, minimum, None), name, value, lambda: _or_none(_allowed(minimum, None, why), why_none))
     return int(value)
 
 
@@ -57,6 +55,7 @@ def check_real(
     *,
     low_open: bool = False,
     high_open: bool = False,
+    finite: bool = True,
     why: str = "",
 ) -> float:
     """
@@ -64,7 +63,8 @@ def check_real(
 
     The message reads ``"{name} must be a finite number {range} ({why}), got {value!r}"``: the range is ``>= low``,
     ``> low``, ``<= high``, ``< high`` or an interval such as ``in (0, 1]``, the bracket only when ``why`` is given.
-    NaN and infinities are refused, and so is a bool (``True`` for a scale is a mistake, not a 1).
+    NaN is always refused, infinities unless ``finite=False`` (then the message says "a number"), and so is a bool
+    (``True`` for a scale is a mistake, not a 1).
 
     :param name: the argument's name, as the user wrote it
     :param value: the value given
@@ -72,12 +72,14 @@ def check_real(
     :param high: the upper bound; None: none
     :param low_open: whether ``low`` itself is refused
     :param high_open: whether ``high`` itself is refused
+    :param finite: whether infinities are refused (False where ``inf`` means "no limit", as for a clipping norm)
     :param why: what the number means, said after the range
     :return: ``value`` as a ``float``
-    :raises ValueError: unless ``value`` is a finite Python or NumPy number (not a bool) within the bounds
+    :raises ValueError: unless ``value`` is a Python or NumPy number (not a bool, not NaN, finite unless ``finite``
+        is False) within the bounds
     """
-    if not _is_real_in(value, low, high, low_open, high_open):
-        raise ValueError(f"{name} must be {_allowed_real(low, high, low_open, high_open, why)}, got {value!r}")
+    ok = _is_real_in(value, low, high, low_open, high_open, finite)
+    _require(ok, name, value, lambda: _allowed_real(low, high, low_open, high_open, why, finite))
     return float(value)
 
 
@@ -93,25 +95,17 @@ def check_optional_real(
     why_none: str = "",
 ) -> float | None:
     """
-    :func:`check_real` for an option that may also be None. The message reads ``"{name} must be a finite number
-    {range} ({why}) or None ({why_none}), got {value!r}"``, the brackets only when given.
+    :func:`check_real` (the same parameters, infinities refused) for an option that may also be None, with
+    ``why_none`` saying what None means. The message reads ``"{name} must be a finite number {range} ({why}) or None
+    ({why_none}), got {value!r}"``, the brackets only when given.
 
-    :param name: the argument's name, as the user wrote it
-    :param value: the value given
-    :param low: the lower bound; None: none
-    :param high: the upper bound; None: none
-    :param low_open: whether ``low`` itself is refused
-    :param high_open: whether ``high`` itself is refused
-    :param why: what the number means, said after the range
-    :param why_none: what None means, said after ``or None``
     :return: ``value`` as a ``float``, or None
     :raises ValueError: unless ``value`` is None or a finite number (not a bool) within the bounds
     """
     if value is None:
         return None
-    if not _is_real_in(value, low, high, low_open, high_open):
-        allowed = _allowed_real(low, high, low_open, high_open, why) + " or None" + (f" ({why_none})" if why_none else "")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    ok = _is_real_in(value, low, high, low_open, high_open, True)
+    _require(ok, name, value, lambda: _or_none(_allowed_real(low, high, low_open, high_open, why, True), why_none))
     return float(value)
 
 
@@ -134,15 +128,20 @@ def _allowed(minimum: int, maximum: int | None, why: str) -> str:
     return allowed + (f" ({why})" if why else "")
 
 
-def _is_real_in(value: Any, low: float | None, high: float | None, low_open: bool, high_open: bool) -> bool:
-    if not is_real(value) or not math.isfinite(value):
+def _is_real_in(value: Any, low: float | None, high: float | None, low_open: bool, high_open: bool, finite: bool) -> bool:
+    if not is_real(value):
+        return False
+    try:
+        if math.isnan(value) or (finite and math.isinf(value)):
+            return False
+    except OverflowError:  # an int beyond float's range: no float stands for it
         return False
     above = low is None or (value > low if low_open else value >= low)
     below = high is None or (value < high if high_open else value <= high)
     return bool(above and below)
 
 
-def _allowed_real(low: float | None, high: float | None, low_open: bool, high_open: bool, why: str) -> str:
+def _allowed_real(low: float | None, high: float | None, low_open: bool, high_open: bool, why: str, finite: bool) -> str:
     if low is not None and high is not None:
         bounds = f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     elif low is not None:
@@ -151,4 +150,14 @@ def _allowed_real(low: float | None, high: float | None, low_open: bool, high_op
         bounds = f" {'<' if high_open else '<='} {high:g}"
     else:
         bounds = ""
-    return "a finite number" + bounds + (f" ({why})" if why else "")
+    return ("a finite number" if finite else "a number") + bounds + (f" ({why})" if why else "")
+
+
+def _require(ok: bool, name: str, value: Any, allowed: Callable[[], str]) -> None:
+    """Raise the checks' one message, ``"{name} must be {allowed}, got {value!r}"``, unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{name} must be {allowed()}, got {value!r}")
+
+
+def _or_none(allowed: str, why_none: str) -> str:
+    return allowed + " or None" + (f" ({why_none})" if why_none else "")

@@ -200,7 +200,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             why_none="a frozen reference: the policy at the first update, never refreshed",
         )
         check_real("gamma", gamma, 0.0, 1.0, low_open=True)
-        check_real("max_grad_norm", max_grad_norm, 0.0, low_open=True)
+        check_real("max_grad_norm", max_grad_norm, 0.0, low_open=True, finite=False, why="inf: no clipping")
         # Without an env (a model being loaded) the action space is checked in _setup_model
         check_logit_noise_std(logit_noise_std, getattr(self, "action_space", None), use_sde)
         self.logit_noise_std = float(logit_noise_std)

@@ -886,7 +886,7 @@ def grpo_loss(
     _check_1d_same_shape(
         log_probs=log_probs, behaviour_log_probs=behaviour_log_probs, ref_log_probs=ref_log_probs, advantages=advantages
     )
-    check_real("clip_range", clip_range, 0.0, low_open=True)
+    check_real("clip_range", clip_range, 0.0, low_open=True, finite=False)
     # Per-step probability ratio against the behaviour policy (N,)
     ratio = th.exp(log_probs - behaviour_log_probs.detach())
     # Clipped surrogate, as in PPO (N,)

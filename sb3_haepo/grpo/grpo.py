@@ -123,7 +123,7 @@ class GRPO(EpisodicOnPolicyAlgorithm):
             device=device,
         )
         check_real("min_return_std", min_return_std, 0.0)
-        check_real("clip_range", clip_range, 0.0, low_open=True)
+        check_real("clip_range", clip_range, 0.0, low_open=True, finite=False, why="inf: no clipping")
         check_real("kl_coef", kl_coef, 0.0)
         check_optional_real("target_kl", target_kl, 0.0, low_open=True, why_none="no early stop")
 

@@ -309,8 +309,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             )
         check_optional_int("minibatch_size", minibatch_size, 1)
         check_optional_int("max_minibatches", max_minibatches, 1)
-        if clip_range is not None and not callable(clip_range) and not (np.isfinite(clip_range) and clip_range > 0):
-            raise ValueError(f"clip_range must be a finite number > 0, a schedule or None, got {clip_range!r}")
+        if clip_range is not None and not callable(clip_range):
+            check_real("clip_range", clip_range, 0.0, low_open=True, why="or a schedule, or None")
 
         self.credit = credit
         self.normalize_returns = normalize_returns
