@@ -14,7 +14,7 @@ import numpy as np
 import torch as th
 from scipy.signal import lfilter
 
-from sb3_haepo.common.checks import check_optional_real, check_real, is_real
+from sb3_haepo.common.checks import check_optional_real, check_real
 
 NormalizeReturns = Literal["sum", "zscore"]
 TrajectoryScore = Literal["sum", "mean"]
@@ -687,11 +687,10 @@ def parse_adaptive_coef(name: str, value: float | str) -> tuple[float, bool]:
         if not ADAPTIVE_COEF_MIN <= start <= ADAPTIVE_COEF_MAX:
             raise ValueError(allowed)
         return start, True
-    if not is_real(value):
-        raise ValueError(allowed)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(allowed)
-    return float(value), False
+    try:
+        return check_real(name, value, 0.0), False
+    except ValueError:
+        raise ValueError(allowed) from None
 
 
 def default_target_weight_entropy(n_episodes: int) -> float:
