@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from sb3_haepo.common.checks import check_int
 from sb3_haepo.haepo import HAEPO
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -302,8 +303,7 @@ def repeat_trial_runs(
     :return: the wrapped objective
     :raises ValueError: if ``n_runs`` is below 1
     """
-    if n_runs < 1:
-        raise ValueError(f"n_runs={n_runs}: a trial needs at least one run")
+    check_int("n_runs", n_runs, 1, why="runs per trial")
 
     def wrapped(manager: Any, trial: "optuna.Trial") -> float:
         values: list[float] = []

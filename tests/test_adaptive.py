@@ -92,7 +92,7 @@ def test_default_target_weight_entropy():
     assert default_target_weight_entropy(8) == pytest.approx(math.log(4))
     assert default_target_weight_entropy(3) == pytest.approx(math.log(1.5))
     assert default_target_weight_entropy(2) == 0.0
-    with pytest.raises(ValueError, match="n_episodes must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="n_episodes must be an integer >= 1, got 0"):
         default_target_weight_entropy(0)
 
 

@@ -4,11 +4,17 @@ import re
 
 import numpy as np
 import pytest
+from gymnasium.spaces import Discrete
 
 from sb3_haepo import DPO, GRPO, HAEPO
+from sb3_haepo.benchmark.runner import run_grid
+from sb3_haepo.common.buffers import EpisodeBuffer
 from sb3_haepo.common.checks import check_int, check_optional_int, check_optional_real, check_real, is_real
+from sb3_haepo.common.utils import default_target_weight_entropy, epoch_minibatch_size, reward_to_go_advantages_into
 from sb3_haepo.envs.bandit import BanditEnv
 from sb3_haepo.envs.deep_sea import DeepSeaEnv
+from sb3_haepo.experiments.memory import FixedLengthEnv, mmap_threshold_env, plan_cases
+from sb3_haepo.zoo import repeat_trial_runs
 
 
 def test_accepts_python_and_numpy_integers_and_returns_int():
@@ -136,3 +142,37 @@ def test_an_int_beyond_floats_range_is_a_value_error():
         check_real("max_grad_norm", 10**400, 0.0, low_open=True, finite=False)
     with pytest.raises(ValueError, match=r"gamma must be a finite number in \(0, 1\]"):
         check_real("gamma", -(10**400), 0.0, 1.0, low_open=True)
+
+
+def _plan(**changes):
+    kwargs = dict(lengths=[10], policies=["mlp"], modes=["two-pass"], n_episodes=2, batch_size=8, seed=0, threads=1)
+    return plan_cases(**{**kwargs, "device": "cpu", **changes})
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda: reward_to_go_advantages_into([np.ones(2, np.float32)], [np.zeros(2, np.float32)], 0.9, chunk_steps=True),
+            "chunk_steps must be an integer >= 1, got True",
+        ),
+        (lambda: epoch_minibatch_size(2.0, 64), "n_steps must be an integer >= 1, got 2.0"),
+        (lambda: epoch_minibatch_size(10, True), "minibatch_size must be an integer >= 1 or None, got True"),
+        (lambda: epoch_minibatch_size(10, 64, 1.5), "max_minibatches must be an integer >= 1 or None, got 1.5"),
+        (lambda: default_target_weight_entropy(True), "n_episodes must be an integer >= 1, got True"),
+        (lambda: EpisodeBuffer(Discrete(2), Discrete(2), page_rows=0), "page_rows must be an integer >= 1, got 0"),
+        (lambda: run_grid([], n_jobs=0), "n_jobs must be an integer >= 1, got 0"),
+        (lambda: repeat_trial_runs(lambda manager, trial: 0.0, 0), "n_runs must be an integer >= 1 (runs per trial), got 0"),
+        (lambda: FixedLengthEnv(length=2.5), "length must be an integer >= 1, got 2.5"),
+        (lambda: mmap_threshold_env(-1), "mmap_threshold must be an integer >= 0 (bytes; 0: glibc's default), got -1"),
+        (lambda: _plan(lengths=[10, 0]), "each of lengths must be an integer >= 1 (steps per episode), got 0"),
+        (lambda: _plan(n_episodes=1), "n_episodes must be an integer >= 2, got 1"),
+        (lambda: _plan(batch_size=0), "batch_size must be an integer >= 1, got 0"),
+        (lambda: _plan(repeats=0), "repeats must be an integer >= 1, got 0"),
+    ],
+)
+def test_the_package_counts_use_the_integer_check(build, message):
+    # Each of these was a hand-written "must be >= 1" that let a bool or a float through (True counted as 1, 2.5
+    # compared as a number); the message is asserted whole
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        build()

@@ -355,8 +355,14 @@ def test_memory_cases_run_with_a_fixed_mmap_threshold(monkeypatch: pytest.Monkey
     assert "MALLOC_MMAP_THRESHOLD_" not in lm_case and lm_case["SB3_HAEPO_TEST_MARKER"] == "kept"
     # --mmap-threshold 0: glibc's default, the variable not set; another threshold is passed as it is
     assert memory.mmap_threshold_env(0) == {} and memory.mmap_threshold_env(65536) == {"MALLOC_MMAP_THRESHOLD_": "65536"}
-    with pytest.raises(ValueError, match=r"mmap_threshold must be >= 0 bytes \(0: glibc's default\), got -1"):
+    with pytest.raises(ValueError, match=r"mmap_threshold must be an integer >= 0 \(bytes; 0: glibc's default\), got -1"):
         memory.mmap_threshold_env(-1)
+
+
+def test_the_cli_names_its_option_for_a_bad_mmap_threshold(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        memory.main(["--mmap-threshold", "-1"])
+    assert "error: --mmap-threshold must be an integer >= 0 (bytes; 0: glibc's default), got -1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

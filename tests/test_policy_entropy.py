@@ -44,7 +44,9 @@ def test_policy_entropy_loss_errors():
         policy_entropy_loss(th.ones(2), float("nan"))
     with pytest.raises(ValueError, match=r"Expected a 1D tensor of entropies, got shape \(2, 2\)"):
         policy_entropy_loss(th.ones(2, 2), 0.1)
-    with pytest.raises(ValueError, match=r"n_steps must be >= the number of entropies \(3\) and >= 1, got 2"):
+    with pytest.raises(
+        ValueError, match=r"n_steps must be an integer >= 3 \(the group's steps: at least these entropies and 1\), got 2"
+    ):
         policy_entropy_loss(th.ones(3), 0.1, n_steps=2)
 
 

@@ -259,11 +259,11 @@ def test_epoch_minibatch_size_by_hand():
     assert epoch_minibatch_size(1001, 64, 1) == 1001
     # The 10^5-step walk's first group (LEARNING.md entry 38): 674,262 steps, 16 minibatches of 42,142 steps
     assert epoch_minibatch_size(674_262, 64, 16) == 42_142
-    with pytest.raises(ValueError, match=r"n_steps must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"n_steps must be an integer >= 1, got 0"):
         epoch_minibatch_size(0, 64)
-    with pytest.raises(ValueError, match=r"minibatch_size must be >= 1 or None, got 0"):
+    with pytest.raises(ValueError, match=r"minibatch_size must be an integer >= 1 or None, got 0"):
         epoch_minibatch_size(10, 0)
-    with pytest.raises(ValueError, match=r"max_minibatches must be >= 1 or None, got 0"):
+    with pytest.raises(ValueError, match=r"max_minibatches must be an integer >= 1 or None, got 0"):
         epoch_minibatch_size(10, 64, 0)
 
 
@@ -397,7 +397,7 @@ def test_advantages_into_episode_arrays_equal_the_batch_advantages(chunk, gamma,
 
 def test_advantages_into_errors():
     episode = [np.ones(3, np.float32)]
-    with pytest.raises(ValueError, match=r"chunk_steps must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"chunk_steps must be an integer >= 1, got 0"):
         reward_to_go_advantages_into(episode, [np.zeros(3, np.float32)], 0.9, chunk_steps=0)
     with pytest.raises(ValueError, match=r"gamma must be a finite number in \(0, 1\], got 1.5"):
         reward_to_go_advantages_into(episode, [np.zeros(3, np.float32)], 1.5)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 import sb3_haepo.envs  # noqa: F401  (registers the benchmark envs)
 from sb3_haepo.benchmark.configs import ALGOS, INFO_KEYWORDS, env_folder_name, get_hyperparams
+from sb3_haepo.common.checks import check_int
 from sb3_haepo.experiments import published
 
 COMPLETE_MARKER = "complete"
@@ -454,8 +455,7 @@ def run_grid(specs: list[RunSpec], n_jobs: int = 1, progress_bar: bool = True) -
 
     :return: one result per spec (see :func:`run_one`), in completion order
     """
-    if n_jobs < 1:
-        raise ValueError(f"n_jobs must be >= 1, got {n_jobs!r}")
+    check_int("n_jobs", n_jobs, 1)
     # Before any torch operation here, so that forked workers inherit the pinned kernels (workers started fresh, as
     # on Python 3.14, pin them in run_one)
     published.pin_numerics()

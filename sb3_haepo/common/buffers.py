@@ -9,6 +9,7 @@ from gymnasium import spaces
 from stable_baselines3.common.preprocessing import get_action_dim, get_obs_shape
 from stable_baselines3.common.utils import get_device
 
+from sb3_haepo.common.checks import check_int
 from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import reward_to_go_advantages_into
 
@@ -71,8 +72,7 @@ class EpisodeBuffer:
         episode_noise_shape: tuple[int, ...] | None = None,
     ):
         page_rows = PAGE_ROWS if page_rows is None else page_rows
-        if page_rows < 1:
-            raise ValueError(f"page_rows must be >= 1, got {page_rows!r}")
+        check_int("page_rows", page_rows, 1)
         self.observation_space = observation_space
         self.action_space = action_space
         self.obs_shape = get_obs_shape(observation_space)

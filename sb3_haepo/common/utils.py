@@ -14,7 +14,7 @@ import numpy as np
 import torch as th
 from scipy.signal import lfilter
 
-from sb3_haepo.common.checks import check_optional_real, check_real
+from sb3_haepo.common.checks import check_int, check_optional_int, check_optional_real, check_real
 
 NormalizeReturns = Literal["sum", "zscore"]
 TrajectoryScore = Literal["sum", "mean"]
@@ -277,8 +277,7 @@ def reward_to_go_advantages_into(
     """
     check_real("min_std", min_std, 0.0)
     check_real("gamma", gamma, 0.0, 1.0, low_open=True)
-    if chunk_steps < 1:
-        raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps!r}")
+    check_int("chunk_steps", chunk_steps, 1)
     if len(rewards) != len(out) or any(len(r) != len(o) for r, o in zip(rewards, out, strict=True)):
         raise ValueError("rewards and out must hold the same number of episodes, of the same lengths")
     lengths = [len(episode) for episode in rewards]
@@ -622,12 +621,9 @@ def epoch_minibatch_size(n_steps: int, minibatch_size: int | None, max_minibatch
     :param max_minibatches: ``K``, the most optimizer steps per epoch (>= 1), or None for no cap
     :return: ``B``, between 1 and ``N``
     """
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps!r}")
-    if minibatch_size is not None and minibatch_size < 1:
-        raise ValueError(f"minibatch_size must be >= 1 or None, got {minibatch_size!r}")
-    if max_minibatches is not None and max_minibatches < 1:
-        raise ValueError(f"max_minibatches must be >= 1 or None, got {max_minibatches!r}")
+    check_int("n_steps", n_steps, 1)
+    check_optional_int("minibatch_size", minibatch_size, 1)
+    check_optional_int("max_minibatches", max_minibatches, 1)
     size = n_steps if minibatch_size is None else min(minibatch_size, n_steps)
     if max_minibatches is not None:
         size = max(size, -(-n_steps // max_minibatches))
@@ -705,8 +701,7 @@ def default_target_weight_entropy(n_episodes: int) -> float:
     :param n_episodes: the group size M (>= 1)
     :return: the target weight entropy, in nats (>= 0)
     """
-    if n_episodes < 1:
-        raise ValueError(f"n_episodes must be >= 1, got {n_episodes!r}")
+    check_int("n_episodes", n_episodes, 1)
     return max(math.log(n_episodes / 2.0), 0.0)
 
 
@@ -812,8 +807,7 @@ def policy_entropy_loss(entropies: th.Tensor, ent_coef: float, n_steps: int | No
         raise ValueError(f"Expected a 1D tensor of entropies, got shape {tuple(entropies.shape)}")
     check_real("ent_coef", ent_coef, 0.0)
     n_steps = len(entropies) if n_steps is None else n_steps
-    if n_steps < max(len(entropies), 1):
-        raise ValueError(f"n_steps must be >= the number of entropies ({len(entropies)}) and >= 1, got {n_steps!r}")
+    check_int("n_steps", n_steps, max(len(entropies), 1), why="the group's steps: at least these entropies and 1")
     return -ent_coef * entropies.sum() / n_steps
 
 

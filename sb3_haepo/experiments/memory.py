@@ -61,6 +61,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import sb3_haepo
 from sb3_haepo import HAEPO
+from sb3_haepo.common.checks import check_int
 from sb3_haepo.experiments import published
 
 POLICIES = ("mlp", "cnn")
@@ -122,8 +123,7 @@ class FixedLengthEnv(gym.Env):
         super().__init__()
         if policy not in POLICIES:
             raise ValueError(f"Unknown policy {policy!r}, allowed: {POLICIES}")
-        if length < 1:
-            raise ValueError(f"length must be >= 1, got {length!r}")
+        check_int("length", length, 1)
         self.policy = policy
         self.length = int(length)
         self.observation_space: spaces.Box
@@ -448,8 +448,7 @@ def mmap_threshold_env(threshold: int = MMAP_THRESHOLD_BYTES) -> dict[str, str]:
     :param threshold: bytes; 0: glibc's adaptive default (the variable is not set)
     :return: the environment variable that fixes glibc's mmap threshold at ``threshold`` bytes
     """
-    if threshold < 0:
-        raise ValueError(f"mmap_threshold must be >= 0 bytes (0: glibc's default), got {threshold!r}")
+    check_int("mmap_threshold", threshold, 0, why="bytes; 0: glibc's default")
     return {"MALLOC_MMAP_THRESHOLD_": str(threshold)} if threshold > 0 else {}
 
 
@@ -496,8 +495,11 @@ def plan_cases(
         unknown = [value for value in values if value not in allowed]
         if unknown:
             raise ValueError(f"Unknown {name} {unknown}, allowed: {allowed}")
-    if any(length < 1 for length in lengths) or n_episodes < 2 or batch_size < 1 or repeats < 1:
-        raise ValueError("lengths, batch_size and repeats must be >= 1, n_episodes >= 2")
+    for length in lengths:
+        check_int("each of lengths", length, 1, why="steps per episode")
+    check_int("n_episodes", n_episodes, 2)
+    check_int("batch_size", batch_size, 1)
+    check_int("repeats", repeats, 1)
     return [
         MemoryCase(policy, int(length), mode, n_episodes, batch_size, seed, threads, device, repeats, mmap_threshold)
         for policy in policies
@@ -750,8 +752,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--case", help=argparse.SUPPRESS)
     published.add_report_arguments(parser, README_BLOCK, PUBLISHED_REPORT, "")
     args = parser.parse_args(argv)
-    if args.mmap_threshold < 0:
-        parser.error(f"--mmap-threshold must be >= 0 bytes (0: glibc's default), got {args.mmap_threshold}")
+    try:
+        mmap_threshold_env(args.mmap_threshold)
+    except ValueError as error:
+        parser.error(str(error).replace("mmap_threshold", "--mmap-threshold", 1))
     if args.case:
         # One case, in this (fresh) process: its result as one JSON line
         line = json.dumps(measure_case(MemoryCase(**json.loads(args.case))).to_dict())
