@@ -4,13 +4,19 @@ import re
 
 import numpy as np
 import pytest
+import torch as th
 from gymnasium.spaces import Discrete
 
 from sb3_haepo import DPO, GRPO, HAEPO
 from sb3_haepo.benchmark.runner import run_grid
 from sb3_haepo.common.buffers import EpisodeBuffer
 from sb3_haepo.common.checks import check_int, check_optional_int, check_optional_real, check_real, is_real
-from sb3_haepo.common.utils import default_target_weight_entropy, epoch_minibatch_size, reward_to_go_advantages_into
+from sb3_haepo.common.utils import (
+    default_target_weight_entropy,
+    epoch_minibatch_size,
+    policy_entropy_loss,
+    reward_to_go_advantages_into,
+)
 from sb3_haepo.envs.bandit import BanditEnv
 from sb3_haepo.envs.deep_sea import DeepSeaEnv
 from sb3_haepo.experiments.memory import FixedLengthEnv, mmap_threshold_env, plan_cases
@@ -169,10 +175,24 @@ def _plan(**changes):
         (lambda: _plan(n_episodes=1), "n_episodes must be an integer >= 2, got 1"),
         (lambda: _plan(batch_size=0), "batch_size must be an integer >= 1, got 0"),
         (lambda: _plan(repeats=0), "repeats must be an integer >= 1, got 0"),
+        # a bool or a float, which the hand-written checks let through (or left to fail later inside numpy)
+        (
+            lambda: policy_entropy_loss(th.ones(2), 0.1, n_steps=2.0),
+            "n_steps must be an integer >= 2 (the group's steps: at least these entropies and 1), got 2.0",
+        ),
+        (lambda: EpisodeBuffer(Discrete(2), Discrete(2), page_rows=True), "page_rows must be an integer >= 1, got True"),
+        (lambda: run_grid([], n_jobs=True), "n_jobs must be an integer >= 1, got True"),
+        (
+            lambda: repeat_trial_runs(lambda manager, trial: 0.0, True),
+            "n_runs must be an integer >= 1 (runs per trial), got True",
+        ),
+        (lambda: mmap_threshold_env(4096.0), "mmap_threshold must be an integer >= 0 (bytes; 0: glibc's default), got 4096.0"),
+        (lambda: _plan(lengths=[2.5]), "each of lengths must be an integer >= 1 (steps per episode), got 2.5"),
+        (lambda: _plan(batch_size=True), "batch_size must be an integer >= 1, got True"),
     ],
 )
 def test_the_package_counts_use_the_integer_check(build, message):
-    # Each of these was a hand-written "must be >= 1" that let a bool or a float through (True counted as 1, 2.5
-    # compared as a number); the message is asserted whole
+    # Each of these was a hand-written "must be >= 1" with its own wording; the message is asserted whole. The bool and
+    # float cases passed those checks (True counted as 1, 2.0 compared as a number) or failed later inside numpy
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         build()

@@ -71,8 +71,7 @@ class EpisodeBuffer:
         page_rows: int | None = None,
         episode_noise_shape: tuple[int, ...] | None = None,
     ):
-        page_rows = PAGE_ROWS if page_rows is None else page_rows
-        check_int("page_rows", page_rows, 1)
+        page_rows = check_int("page_rows", PAGE_ROWS if page_rows is None else page_rows, 1)
         self.observation_space = observation_space
         self.action_space = action_space
         self.obs_shape = get_obs_shape(observation_space)

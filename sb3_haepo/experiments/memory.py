@@ -495,13 +495,12 @@ def plan_cases(
         unknown = [value for value in values if value not in allowed]
         if unknown:
             raise ValueError(f"Unknown {name} {unknown}, allowed: {allowed}")
-    for length in lengths:
-        check_int("each of lengths", length, 1, why="steps per episode")
-    check_int("n_episodes", n_episodes, 2)
-    check_int("batch_size", batch_size, 1)
-    check_int("repeats", repeats, 1)
+    lengths = [check_int("each of lengths", length, 1, why="steps per episode") for length in lengths]
+    n_episodes = check_int("n_episodes", n_episodes, 2)
+    batch_size = check_int("batch_size", batch_size, 1)
+    repeats = check_int("repeats", repeats, 1)
     return [
-        MemoryCase(policy, int(length), mode, n_episodes, batch_size, seed, threads, device, repeats, mmap_threshold)
+        MemoryCase(policy, length, mode, n_episodes, batch_size, seed, threads, device, repeats, mmap_threshold)
         for policy in policies
         for length in sorted(set(lengths))
         for mode in modes
