@@ -923,7 +923,7 @@ def test_repeat_trial_runs_pruned() -> None:
     assert seeds == [3, 4, 1004, 2004]
     assert study.trials[1].user_attrs["run_values"] == [5.0, 5.0]
     assert [manager.seed for manager in managers] == [3, 4]
-    with pytest.raises(ValueError, match="n_runs=0"):
+    with pytest.raises(ValueError, match=r"^n_runs must be an integer >= 1 \(runs per trial\), got 0$"):
         haepo_zoo.repeat_trial_runs(objective, 0)
 
 
