@@ -301,7 +301,7 @@ def repeat_trial_runs(
     :param objective: the zoo's objective (``ExperimentManager.objective``, unbound)
     :param n_runs: runs per trial, 1 or more
     :return: the wrapped objective
-    :raises ValueError: if ``n_runs`` is below 1
+    :raises ValueError: unless ``n_runs`` is an integer >= 1
     """
     check_int("n_runs", n_runs, 1, why="runs per trial")
 

@@ -123,9 +123,8 @@ class FixedLengthEnv(gym.Env):
         super().__init__()
         if policy not in POLICIES:
             raise ValueError(f"Unknown policy {policy!r}, allowed: {POLICIES}")
-        check_int("length", length, 1)
         self.policy = policy
-        self.length = int(length)
+        self.length = check_int("length", length, 1)
         self.observation_space: spaces.Box
         self.action_space: spaces.Space
         if policy == "mlp":
