@@ -47,6 +47,20 @@ def check_optional_int(name: str, value: Any, minimum: int, *, why: str = "", wh
     return int(value)
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """
+    Check a switch early: the message reads ``"{name} must be True or False, got {value!r}"``. An int (0, 1) or a
+    string (``"False"`` is truthy) is refused, so that a mistyped value does not silently turn the switch on.
+
+    :param name: the argument's name, as the user wrote it
+    :param value: the value given
+    :return: ``value`` as a Python ``bool``
+    :raises ValueError: unless ``value`` is a Python or NumPy bool
+    """
+    _require(isinstance(value, (bool, np.bool_)), name, value, lambda: "True or False")
+    return bool(value)
+
+
 def check_real(
     name: str,
     value: Any,

@@ -351,6 +351,31 @@ def normalize_returns(
     return returns / returns.abs().sum().clamp(min=eps)
 
 
+def has_return_signal(returns: th.Tensor, advantages: th.Tensor | None = None) -> bool:
+    """
+    Whether the return term of a group's loss can move the policy (docs/METHOD.md section 15).
+
+    - With episode credit (``advantages`` None): unless every return ``R_k`` is the same. Equal returns give every
+      episode the same normalised return ``Rn`` (exactly 0 with ``"zscore"``, ``R / sum |R|`` with ``"sum"``), so the
+      return term ``-sum_k w_k Rn_k = -Rn`` is a constant of the parameters: its gradient is exactly 0.
+    - With per-step credit: unless every advantage is exactly 0. That is what a group of equal reward-to-go at every
+      time step gives (no success yet: all rewards 0, or the same reward at every step until the same truncation),
+      with no rounding: the baseline is a float64 mean of equal float32 values, which is exact. Equal returns alone
+      are not enough there (the same reward at different times gives different ``G_t``).
+
+    Without a return signal, only the weight-entropy and reference-KL terms (and a policy-entropy bonus) can move the
+    policy.
+
+    :param returns: the group's episode returns ``R_k``, shape (M,)
+    :param advantages: with per-step credit, the group's per-step advantages ``A``, shape (N,); None with episode
+        credit
+    :return: False when the return term's gradient is exactly 0 for any parameters
+    """
+    if advantages is not None:
+        return bool(advantages.any())
+    return not bool((returns == returns[:1]).all())
+
+
 class HAEPOLoss(NamedTuple):
     """The HAEPO objective and its terms (all scalars but ``log_weights``)."""
 

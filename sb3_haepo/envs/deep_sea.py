@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sb3_haepo.common.checks import check_int, check_real
+from sb3_haepo.common.checks import check_bool, check_int, check_real
 
 
 class DeepSeaEnv(gym.Env[np.ndarray, np.int64]):
@@ -63,12 +63,11 @@ class DeepSeaEnv(gym.Env[np.ndarray, np.int64]):
     ):
         check_int("size", size, 1)
         check_int("mapping_seed", mapping_seed, 0, why="None would give every instance its own MDP")
-        if not isinstance(randomize_actions, (bool, np.bool_)):
-            raise ValueError(f"randomize_actions must be True or False, got {randomize_actions!r}")
+        randomize_actions = check_bool("randomize_actions", randomize_actions)
         move_cost = check_real("move_cost", move_cost, 0.0)
         self.size = int(size)
         self.mapping_seed = int(mapping_seed)
-        self.randomize_actions = bool(randomize_actions)
+        self.randomize_actions = randomize_actions
         self.move_cost = float(move_cost)
         # action_mapping[row, column]: the action that moves right in that cell
         self.action_mapping = np.ones((self.size, self.size), dtype=np.int64)

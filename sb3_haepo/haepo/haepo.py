@@ -7,7 +7,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_haepo.common.buffers import GroupChunk, GroupView, select_steps
-from sb3_haepo.common.checks import check_optional_int, check_optional_real, check_real
+from sb3_haepo.common.checks import check_bool, check_optional_int, check_optional_real, check_real
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm, GroupPass
 from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import (
@@ -26,6 +26,7 @@ from sb3_haepo.common.utils import (
     epoch_minibatch_size,
     haepo_loss,
     haepo_score_gradient,
+    has_return_signal,
     normalize_returns,
     parse_adaptive_coef,
     policy_entropy_loss,
@@ -191,6 +192,15 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         the group's steps of the entropy of ``pi(.|s_t)`` is added to the loss, with its exact gradient in every
         update mode (docs/METHOD.md section 12). Distinct from ``weight_ent_coef`` (beta), which acts on the episode
         weights. 0 (default) disables it. Refused with gSDE and ``squash_output=True`` (no closed-form entropy).
+    :param skip_tied_groups: Whether to skip the update on a group without a return signal
+        (:func:`~sb3_haepo.common.utils.has_return_signal`: every episode returned the same with
+        ``credit="episode"``, every per-step advantage is 0 with ``credit="reward_to_go"``, e.g. no success yet on a
+        sparse-reward task). False (default): such a group is trained on like any other, and only the beta and lam
+        terms (and ``ent_coef``) move the policy, through ``n_epochs`` epochs of optimizer steps whose tiny gradient
+        Adam scales up to full-size steps; on long episodes that drift has collapsed the policy (docs/METHOD.md
+        section 15). True: no optimizer step on such a group, its coefficients given as ``"auto"`` are not adapted,
+        and it is counted in ``train/n_skipped_groups`` and ``train/n_skipped_steps``; its steps count in the budget
+        as any others.
     :param max_episode_steps: Guard against envs that never end: an episode that reaches this length without
         ``done`` is cut and closed as truncated (counted in ``rollout/n_cut_episodes``)
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action noise
@@ -245,6 +255,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         max_grad_norm: float = 0.5,
         target_kl: float | None = None,
         ent_coef: float = 0.0,
+        skip_tied_groups: bool = False,
         max_episode_steps: int = 100_000,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
@@ -325,6 +336,10 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         self.target_ref_kl = DEFAULT_TARGET_REF_KL if target_ref_kl is None else float(target_ref_kl)
         self.target_kl = target_kl
         self.ent_coef = float(ent_coef)
+        self.skip_tied_groups = check_bool("skip_tied_groups", skip_tied_groups)
+        # Groups (and their steps) skipped by skip_tied_groups, over the model's life
+        self._n_skipped_groups = 0
+        self._n_skipped_steps = 0
         self.minibatch_size = None if minibatch_size is None else int(minibatch_size)
         self.max_minibatches = None if max_minibatches is None else int(max_minibatches)
         self.clip_range: Schedule | None = None if clip_range is None else FloatSchedule(clip_range)
@@ -376,6 +391,9 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             group.compute_advantages(self.gamma, self.batch_size, min_std=self.min_return_std)
         elif per_step_credit and isinstance(group, EpisodeBatch):
             advantages = reward_to_go_advantages(group.rewards, group.lengths, self.gamma, min_std=self.min_return_std)
+        if self.skip_tied_groups and not self._group_has_return_signal(group, advantages):
+            self._skip_group(group)
+            return
         # Scores of the reference policy (M,): no gradient
         ref_scores = self._episode_scores(self.ref_policy, group, self.trajectory_score)
 
@@ -428,6 +446,27 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             self.logger.record("train/clip_range", clip_range)
         self.logger.record("train/n_epochs", len(logs.get("loss", [])))
         self.logger.record("train/continue_training", continue_training)
+        if self.skip_tied_groups:
+            self.logger.record("train/n_skipped_groups", self._n_skipped_groups)
+            self.logger.record("train/n_skipped_steps", self._n_skipped_steps)
+
+    def _group_has_return_signal(self, group: "EpisodeBatch | GroupView", advantages: th.Tensor | None) -> bool:
+        """:return: :func:`~sb3_haepo.common.utils.has_return_signal` of the group, with the per-step advantages
+        this update computed (read in place from the buffer's slot when the group is streamed)"""
+        if self.credit == "episode":
+            return has_return_signal(group.returns)
+        if isinstance(group, GroupView):
+            advantages = group.slot("advantages")
+        return has_return_signal(group.returns, advantages)
+
+    def _skip_group(self, group: "EpisodeBatch | GroupView") -> None:
+        """Make no update on a group without a return signal (``skip_tied_groups``): count it and log its statistics."""
+        self._n_skipped_groups += 1
+        self._n_skipped_steps += int(group.lengths.sum())
+        self._record_train_logs({}, group)
+        self.logger.record("train/n_epochs", 0)
+        self.logger.record("train/n_skipped_groups", self._n_skipped_groups)
+        self.logger.record("train/n_skipped_steps", self._n_skipped_steps)
 
     def _stops_early(self, epoch: int, approx_kl: float) -> bool:
         """:return: whether the epochs stop here: the policy moved beyond ``1.5 * target_kl`` from the update's start"""
