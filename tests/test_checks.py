@@ -10,7 +10,7 @@ from gymnasium.spaces import Discrete
 from sb3_haepo import DPO, GRPO, HAEPO
 from sb3_haepo.benchmark.runner import run_grid
 from sb3_haepo.common.buffers import EpisodeBuffer
-from sb3_haepo.common.checks import check_int, check_optional_int, check_optional_real, check_real, is_real
+from sb3_haepo.common.checks import check_bool, check_int, check_optional_int, check_optional_real, check_real, is_real
 from sb3_haepo.common.utils import (
     default_target_weight_entropy,
     epoch_minibatch_size,
@@ -65,6 +65,23 @@ def test_optional_refuses_with_a_message_that_allows_none(value, kwargs, message
     with pytest.raises(ValueError) as error:
         check_optional_int("n", value, 1, **kwargs)
     assert str(error.value) == message
+
+
+def test_bool_takes_python_and_numpy_bools_and_returns_bool():
+    assert check_bool("flag", True) is True
+    assert check_bool("flag", np.bool_(False)) is False
+
+
+@pytest.mark.parametrize("value", [1, 0, 1.0, "False", None, np.int64(1)])
+def test_bool_refuses_anything_else(value):
+    with pytest.raises(ValueError) as error:
+        check_bool("flag", value)
+    assert str(error.value) == f"flag must be True or False, got {value!r}"
+    # The switches that use it
+    with pytest.raises(ValueError, match=re.escape(f"randomize_actions must be True or False, got {value!r}")):
+        DeepSeaEnv(randomize_actions=value)
+    with pytest.raises(ValueError, match=re.escape(f"skip_tied_groups must be True or False, got {value!r}")):
+        HAEPO("MlpPolicy", "CartPole-v1", skip_tied_groups=value, _init_setup_model=False)
 
 
 def test_is_real_takes_numbers_and_not_bools():

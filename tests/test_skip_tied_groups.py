@@ -1,7 +1,7 @@
 """
 ``skip_tied_groups`` (docs/METHOD.md section 15): which groups carry a return signal, by hand and through the
 advantages the update computes; no optimizer step on a group without one (batch and streamed paths, both credits),
-while the default update does move the policy there; the counters, bad input, and save/load.
+while the default update does move the policy there; the counters and save/load (bad input: tests/test_checks.py).
 """
 
 import gymnasium as gym
@@ -103,12 +103,6 @@ def test_a_group_with_a_signal_is_trained():
     assert model._n_updates == (n_groups - model._n_skipped_groups) * model.n_epochs
     # The counters are logged on a trained group too, so that the columns do not come and go
     assert model.logger.name_to_value["train/n_skipped_groups"] == model._n_skipped_groups
-
-
-@pytest.mark.parametrize("value", [1, 0, "True", None])
-def test_bad_skip_tied_groups(value):
-    with pytest.raises(ValueError, match=r"skip_tied_groups must be True or False, got"):
-        HAEPO("MlpPolicy", "CartPole-v1", skip_tied_groups=value)
 
 
 def test_save_load_keeps_the_switch_and_the_counters(tmp_path):
