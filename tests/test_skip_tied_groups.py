@@ -91,9 +91,12 @@ def test_no_step_on_a_group_without_a_return_signal(kwargs, reward_per_step):
     assert default._n_updates > 0
 
 
-def test_a_group_with_a_signal_is_trained():
+@pytest.mark.parametrize("kwargs", UPDATE_MODES)
+def test_a_group_with_a_signal_is_trained(kwargs):
     # A goal 2 steps away: the groups mix successes and failures
-    model = HAEPO("MlpPolicy", RandomWalkEnv(horizon=20, goal_distance=2), n_episodes=4, skip_tied_groups=True, seed=0)
+    model = HAEPO(
+        "MlpPolicy", RandomWalkEnv(horizon=20, goal_distance=2), n_episodes=4, skip_tied_groups=True, seed=0, **kwargs
+    )
     before = th.nn.utils.parameters_to_vector(model.policy.parameters()).detach().clone()
     model.learn(200)
     assert not th.equal(before, th.nn.utils.parameters_to_vector(model.policy.parameters()))
@@ -103,6 +106,45 @@ def test_a_group_with_a_signal_is_trained():
     assert model._n_updates == (n_groups - model._n_skipped_groups) * model.n_epochs
     # The counters are logged on a trained group too, so that the columns do not come and go
     assert model.logger.name_to_value["train/n_skipped_groups"] == model._n_skipped_groups
+
+
+class EarlyOrLateReward(gym.Env):
+    """Two steps, reward 1 on exactly one of them: on the first if the first action is 1, else on the second.
+    Every episode returns 1 (gamma 1); the reward-to-go at the second step is 0 or 1."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (1,))
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.early = 0, False
+        return np.zeros(1, dtype=np.float32), {}
+
+    def step(self, action):
+        if self.t == 0:
+            self.early = bool(action == 1)
+            reward = 1.0 if self.early else 0.0
+        else:
+            reward = 0.0 if self.early else 1.0
+        self.t += 1
+        return np.full(1, self.t / 2, dtype=np.float32), reward, self.t == 2, False, {}
+
+
+def test_equal_returns_are_a_signal_with_per_step_credit_only():
+    def run(credit: str) -> HAEPO:
+        model = HAEPO("MlpPolicy", EarlyOrLateReward(), n_episodes=4, gamma=1.0, credit=credit, skip_tied_groups=True, seed=0)
+        model.learn(400)
+        return model
+
+    # Per-step credit: a group mixing early and late rewards is trained, one of only early (or only late) ones is not
+    # (each group of 4 episodes is all-early or all-late with probability 1/8 under a uniform policy)
+    per_step = run("reward_to_go")
+    assert 0 < per_step._n_updates
+    assert per_step._n_skipped_groups < per_step._n_train_calls
+    # Episode credit: every return is 1, every group is skipped
+    episode = run("episode")
+    assert episode._n_skipped_groups == episode._n_train_calls == 50
+    assert episode._n_updates == 0
 
 
 def test_save_load_keeps_the_switch_and_the_counters(tmp_path):

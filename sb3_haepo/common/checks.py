@@ -1,5 +1,5 @@
-"""Argument checks shared by the package: one place for the validation of integer and real-valued options and their
-messages, and for what counts as a real number."""
+"""Argument checks shared by the package: one place for the validation of integer, real-valued and on/off options
+and their messages, and for what counts as a real number."""
 
 import math
 from collections.abc import Callable

@@ -168,7 +168,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
     :param ref_update_interval: The reference policy is replaced by a copy of the current policy at the start of
         every ``ref_update_interval``-th update (1: every update). None: the reference is the policy at the first
         update and is never refreshed (a frozen initial policy, as in RLHF), so lam bounds the drift of the weights
-        from the start of training (docs/METHOD.md section 10)
+        from the start of training (docs/METHOD.md section 10). A group skipped by ``skip_tied_groups`` counts as an
+        update here.
     :param minibatch_size: None: each epoch is one step along the exact full-batch gradient. An integer:
         each epoch shuffles the group's steps and takes one step per minibatch of this many steps, on the clipped
         surrogate of ``clip_range`` (docs/METHOD.md section 9.4), with the episode weights and advantages computed
@@ -363,7 +364,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         update slots, so that nothing the size of the group is allocated (docs/METHOD.md section 2.2). With
         ``minibatch_size`` or ``clip_range``, pass 2 is replaced by minibatch steps on the clipped surrogate
         (docs/METHOD.md section 9.4). After the epochs, the coefficients given as ``"auto"`` are adapted
-        (docs/METHOD.md section 10).
+        (docs/METHOD.md section 10). With ``skip_tied_groups``, a group without a return signal makes no update at all
+        (docs/METHOD.md section 15).
         """
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
@@ -464,7 +466,12 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         self._n_skipped_groups += 1
         self._n_skipped_steps += int(group.lengths.sum())
         self._record_train_logs({}, group)
+        self.logger.record("train/weight_ent_coef", self.weight_ent_coef)
+        self.logger.record("train/ref_kl_coef", self.ref_kl_coef)
+        if self.clip_range is not None:
+            self.logger.record("train/clip_range", float(self.clip_range(self._current_progress_remaining)))
         self.logger.record("train/n_epochs", 0)
+        self.logger.record("train/continue_training", True)
         self.logger.record("train/n_skipped_groups", self._n_skipped_groups)
         self.logger.record("train/n_skipped_steps", self._n_skipped_steps)
 
