@@ -343,7 +343,7 @@ def normalize_returns(
     if scheme == "zscore":
         # Equal returns carry no signal. Their float32 mean is exact only for some values (integers, zeros): 8 returns
         # of 0.99 would otherwise give every k a constant of about 0.92, which GRPO hands to every step
-        if bool((returns == returns[:1]).all()):
+        if not has_return_signal(returns):
             return th.zeros_like(returns)
         centered = returns - returns.mean()
         std = returns.std(unbiased=False)

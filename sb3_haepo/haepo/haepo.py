@@ -394,15 +394,14 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         elif per_step_credit and isinstance(group, EpisodeBatch):
             advantages = reward_to_go_advantages(group.rewards, group.lengths, self.gamma, min_std=self.min_return_std)
         if self.skip_tied_groups and not self._group_has_return_signal(group, advantages):
-            self._skip_group(group)
+            self._skip_group(group, clip_range)
             return
         # Scores of the reference policy (M,): no gradient
         ref_scores = self._episode_scores(self.ref_policy, group, self.trajectory_score)
 
         logs: dict[str, list[float]] = {}
         # The coefficients this update uses (the adaptive ones change after it)
-        weight_ent_coef, ref_kl_coef = self.weight_ent_coef, self.ref_kl_coef
-        coefs = (weight_ent_coef, ref_kl_coef)
+        coefs = (self.weight_ent_coef, self.ref_kl_coef)
         # The scores at the current parameters, when known (after an early stop)
         current_scores: th.Tensor | None = None
         # The batch path's log pi(a_t|s_t) at the update's start (N,)
@@ -439,11 +438,23 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 logs.setdefault(key, []).append(value)
             self._n_updates += 1
 
-        self._record_train_logs(logs, group)
-        self.logger.record("train/weight_ent_coef", weight_ent_coef)
-        self.logger.record("train/ref_kl_coef", ref_kl_coef)
+        # The coefficients this update used are logged before the adaptive ones change
+        self._record_update_logs(logs, group, clip_range, continue_training)
         if self.weight_ent_coef_auto or self.ref_kl_coef_auto:
             self._adapt_coefficients(group, ref_scores, current_scores)
+
+    def _record_update_logs(
+        self,
+        logs: dict[str, list[float]],
+        group: "EpisodeBatch | GroupView",
+        clip_range: float | None,
+        continue_training: bool,
+    ) -> None:
+        """Log an update's per-epoch diagnostics (none for a skipped group), the group's statistics, the coefficients
+        in use, and with ``skip_tied_groups`` the skip counters."""
+        self._record_train_logs(logs, group)
+        self.logger.record("train/weight_ent_coef", self.weight_ent_coef)
+        self.logger.record("train/ref_kl_coef", self.ref_kl_coef)
         if clip_range is not None:
             self.logger.record("train/clip_range", clip_range)
         self.logger.record("train/n_epochs", len(logs.get("loss", [])))
@@ -461,19 +472,11 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             advantages = group.slot("advantages")
         return has_return_signal(group.returns, advantages)
 
-    def _skip_group(self, group: "EpisodeBatch | GroupView") -> None:
+    def _skip_group(self, group: "EpisodeBatch | GroupView", clip_range: float | None) -> None:
         """Make no update on a group without a return signal (``skip_tied_groups``): count it and log its statistics."""
         self._n_skipped_groups += 1
         self._n_skipped_steps += int(group.lengths.sum())
-        self._record_train_logs({}, group)
-        self.logger.record("train/weight_ent_coef", self.weight_ent_coef)
-        self.logger.record("train/ref_kl_coef", self.ref_kl_coef)
-        if self.clip_range is not None:
-            self.logger.record("train/clip_range", float(self.clip_range(self._current_progress_remaining)))
-        self.logger.record("train/n_epochs", 0)
-        self.logger.record("train/continue_training", True)
-        self.logger.record("train/n_skipped_groups", self._n_skipped_groups)
-        self.logger.record("train/n_skipped_steps", self._n_skipped_steps)
+        self._record_update_logs({}, group, clip_range, continue_training=True)
 
     def _stops_early(self, epoch: int, approx_kl: float) -> bool:
         """:return: whether the epochs stop here: the policy moved beyond ``1.5 * target_kl`` from the update's start"""
