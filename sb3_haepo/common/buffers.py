@@ -561,6 +561,20 @@ class GroupView:
             views.append(out[offset - length : offset])
         reward_to_go_advantages_into(views, views, gamma, chunk_steps, min_std=min_std)
 
+    def scale_advantages(self, factors: th.Tensor) -> None:
+        """
+        Multiply the advantages of each episode in the ``"advantages"`` slot (written by :meth:`compute_advantages`)
+        by its factor, in place.
+
+        :param factors: one factor per episode, shape (M,)
+        """
+        if factors.shape != (len(self.episode_lengths),):
+            raise ValueError(f"factors must have shape ({len(self.episode_lengths)},), got {tuple(factors.shape)}")
+        out, offset = self.slot("advantages").numpy(), 0
+        for length, factor in zip(self.episode_lengths.tolist(), factors.tolist(), strict=True):
+            out[offset : offset + length] *= np.float32(factor)
+            offset += length
+
     def observations(self, chunk: GroupChunk) -> np.ndarray | dict[str, np.ndarray]:
         """:return: the chunk's observations, in the observation space's dtype"""
         observations = self.buffer.observations

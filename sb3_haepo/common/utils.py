@@ -19,10 +19,12 @@ from sb3_haepo.common.checks import check_int, check_optional_int, check_optiona
 NormalizeReturns = Literal["sum", "zscore"]
 TrajectoryScore = Literal["sum", "mean"]
 Credit = Literal["episode", "reward_to_go"]
+CreditWeighting = Literal["episode", "step"]
 
 NORMALIZE_RETURNS_OPTIONS: tuple[str, ...] = ("sum", "zscore")
 TRAJECTORY_SCORE_OPTIONS: tuple[str, ...] = ("sum", "mean")
 CREDIT_OPTIONS: tuple[str, ...] = ("episode", "reward_to_go")
+CREDIT_WEIGHTING_OPTIONS: tuple[str, ...] = ("episode", "step")
 
 # Adaptive coefficients (docs/METHOD.md section 10): the start value of "auto", and the bounds every adapted value is
 # kept within
@@ -311,6 +313,28 @@ def reward_to_go_advantages_into(
     divisor = max(std, min_std) + eps
     for episode_out in out:
         episode_out /= divisor
+
+
+def episode_length_factors(episode_lengths: th.Tensor, dtype: th.dtype = th.float32) -> th.Tensor:
+    """
+    ``T_k / Tbar`` for each episode of a group, with ``Tbar = N / M`` its mean length: the factor by which
+    ``credit_weighting="step"`` multiplies every per-step advantage of episode k (docs/METHOD.md section 16).
+
+    Under the mean score the return term pushes step t of episode k by ``w_k A_{k,t} / T_k`` (section 9.3): each
+    episode's weight is shared among its steps, so a step of a long episode counts less than one of a short episode.
+    With the advantages multiplied by ``T_k / Tbar`` the push becomes ``w_k A_{k,t} / Tbar`` for every step: with
+    uniform weights ``A_{k,t} / N``, PPO's mean over steps. With equal lengths every factor is exactly 1.
+
+    :param episode_lengths: ``T_k`` (>= 1), shape (M,), M >= 1
+    :param dtype: floating dtype of the result
+    :return: shape (M,)
+    """
+    if episode_lengths.ndim != 1 or len(episode_lengths) == 0:
+        raise ValueError(f"episode_lengths must have shape (M,) with M >= 1, got {tuple(episode_lengths.shape)}")
+    if bool((episode_lengths < 1).any()):
+        raise ValueError(f"every episode length must be >= 1, got {episode_lengths.tolist()}")
+    lengths = episode_lengths.to(dtype)
+    return lengths / (lengths.sum() / len(lengths))
 
 
 def normalize_returns(

@@ -12,10 +12,12 @@ from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm, GroupPass
 from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import (
     CREDIT_OPTIONS,
+    CREDIT_WEIGHTING_OPTIONS,
     DEFAULT_TARGET_REF_KL,
     NORMALIZE_RETURNS_OPTIONS,
     TRAJECTORY_SCORE_OPTIONS,
     Credit,
+    CreditWeighting,
     HAEPOLoss,
     NormalizeReturns,
     TrajectoryScore,
@@ -23,6 +25,7 @@ from sb3_haepo.common.utils import (
     adapt_weight_ent_coef,
     clipped_step_loss,
     default_target_weight_entropy,
+    episode_length_factors,
     epoch_minibatch_size,
     haepo_loss,
     haepo_score_gradient,
@@ -202,6 +205,12 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         section 15). True: no optimizer step on such a group, its coefficients given as ``"auto"`` are not adapted,
         and it is counted in ``train/n_skipped_groups`` and ``train/n_skipped_steps``; its steps count in the budget
         as any others.
+    :param credit_weighting: With ``credit="reward_to_go"`` and the mean score: how much each step's advantage
+        counts in the return term (docs/METHOD.md section 16). ``"episode"`` (default): each episode's weight is
+        shared among its steps, so step t of episode k is pushed by ``w_k A_{k,t} / T_k`` (the gradient of HAEPO's
+        loss): a step of a long episode counts less than one of a short episode. ``"step"``: every advantage is
+        multiplied by ``T_k / Tbar`` (``Tbar``: the group's mean episode length), so every step is pushed by
+        ``w_k A_{k,t} / Tbar``, whatever its episode's length (with uniform weights PPO's mean over steps).
     :param max_episode_steps: Guard against envs that never end: an episode that reaches this length without
         ``done`` is cut and closed as truncated (counted in ``rollout/n_cut_episodes``)
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action noise
@@ -257,6 +266,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         target_kl: float | None = None,
         ent_coef: float = 0.0,
         skip_tied_groups: bool = False,
+        credit_weighting: CreditWeighting = "episode",
         max_episode_steps: int = 100_000,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
@@ -301,6 +311,14 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             )
         if trajectory_score not in TRAJECTORY_SCORE_OPTIONS:
             raise ValueError(f"Unknown trajectory_score {trajectory_score!r}, allowed: {TRAJECTORY_SCORE_OPTIONS}")
+        if credit_weighting not in CREDIT_WEIGHTING_OPTIONS:
+            raise ValueError(f"Unknown credit_weighting {credit_weighting!r}, allowed: {CREDIT_WEIGHTING_OPTIONS}")
+        if credit_weighting == "step" and (credit, trajectory_score) != ("reward_to_go", "mean"):
+            raise ValueError(
+                f"credit_weighting='step' reweights the per-step advantages of credit='reward_to_go' under "
+                f"trajectory_score='mean' (with the sum score every step already counts the same), got "
+                f"credit={credit!r} and trajectory_score={trajectory_score!r}"
+            )
         check_real("min_return_std", min_return_std, 0.0)
         if min_return_std > 0 and normalize_returns != "zscore":
             raise ValueError(
@@ -338,6 +356,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         self.target_kl = target_kl
         self.ent_coef = float(ent_coef)
         self.skip_tied_groups = check_bool("skip_tied_groups", skip_tied_groups)
+        self.credit_weighting = credit_weighting
         # Groups (and their steps) skipped by skip_tied_groups, over the model's life
         self._n_skipped_groups = 0
         self._n_skipped_steps = 0
@@ -391,8 +410,12 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         advantages = None
         if per_step_credit and isinstance(group, GroupView):
             group.compute_advantages(self.gamma, self.batch_size, min_std=self.min_return_std)
+            if self.credit_weighting == "step":
+                group.scale_advantages(episode_length_factors(group.lengths))
         elif per_step_credit and isinstance(group, EpisodeBatch):
             advantages = reward_to_go_advantages(group.rewards, group.lengths, self.gamma, min_std=self.min_return_std)
+            if self.credit_weighting == "step":
+                advantages = advantages * episode_length_factors(group.lengths, advantages.dtype)[group.episode_index]
         if self.skip_tied_groups and not self._group_has_return_signal(group, advantages):
             self._skip_group(group, clip_range)
             return
