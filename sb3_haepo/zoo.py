@@ -399,8 +399,11 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
     The raw parameters stored in the Optuna trial are turned into HAEPO keyword arguments by
     :func:`convert_haepo_params`, which the zoo also calls to re-train from a trial
     (``--storage/--study-name/--trial-id``). ``batch_size`` is not sampled: it only bounds the memory of the
-    gradient computation and does not change the gradient. Invalid combinations make HAEPO raise ``ValueError``,
-    which the zoo turns into a pruned trial. The trial records which worker ran it (user attribute ``worker``:
+    gradient computation and does not change the gradient. Only combinations HAEPO accepts are sampled
+    (``normalize_returns`` with episode credit, ``credit_weighting`` with per-step credit and the mean score), and the
+    converter overrides a yml entry's values of those two where the trial's credit or score would make them invalid:
+    the zoo builds the trial's model outside its error handling, so a ``ValueError`` there would stop the study. The
+    trial records which worker ran it (user attribute ``worker``:
     ``host:pid``), which shows how the trials of a distributed study were shared. The learning rate is constant or
     decays linearly to 0 over the trial's budget (``lr_schedule``; the returned ``learning_rate`` is then the zoo's
     ``SimpleLinearSchedule``). A linear trial at a proxy budget (``-n`` below the yml's ``n_timesteps``) decays faster
@@ -436,6 +439,9 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
     if credit == "episode":
         # credit="reward_to_go" z-scores its per-step advantages: normalize_returns applies to episode credit only
         sampled_params["normalize_returns"] = trial.suggest_categorical("normalize_returns", ["zscore", "sum"])
+    elif sampled_params["trajectory_score"] == "mean":
+        # How much each step's advantage counts (docs/METHOD.md section 16): per-step credit with the mean score only
+        sampled_params["credit_weighting"] = trial.suggest_categorical("credit_weighting", ["episode", "step"])
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     if n_actions > 0:
         # Gaussian policy: initial exploration noise
@@ -459,7 +465,10 @@ def convert_haepo_params(params: dict[str, Any]) -> dict[str, Any]:
     :param params: the trial parameters (``trial.params``)
     :return: the keyword arguments for HAEPO, with ``net_arch``, ``activation_fn`` and ``log_std_init``
         moved into ``policy_kwargs``, ``normalize_returns="zscore"`` with ``credit="reward_to_go"`` (the only
-        normalisation it takes, so that a yml entry's ``normalize_returns`` cannot make the trial invalid), and
+        normalisation it takes, so that a yml entry's ``normalize_returns`` cannot make the trial invalid),
+        ``credit_weighting="episode"`` where the trial has a credit but did not sample the weighting (episode credit,
+        the sum score, or a study made before it was sampled), so that a yml entry's ``"step"`` cannot make the trial
+        invalid or change an old trial, and
         ``learning_rate`` as the zoo's ``"lin_<rate>"`` string when ``lr_schedule`` is ``"linear"`` (the zoo turns it
         into a schedule when it re-trains from a trial; trials of studies made before ``lr_schedule`` was sampled
         have a constant rate)
@@ -470,6 +479,8 @@ def convert_haepo_params(params: dict[str, Any]) -> dict[str, Any]:
     if hyperparams.get("credit") == "reward_to_go":
         # Per-step credit z-scores its advantages: override a yml's normalize_returns (e.g. "sum" with episode credit)
         hyperparams.setdefault("normalize_returns", "zscore")
+    if "credit" in hyperparams:
+        hyperparams.setdefault("credit_weighting", "episode")
     policy_kwargs: dict[str, Any] = {}
     if "net_arch" in hyperparams:
         policy_kwargs["net_arch"] = NET_ARCH[hyperparams.pop("net_arch")]

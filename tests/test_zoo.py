@@ -487,16 +487,27 @@ def test_yml_cartpole_entry_is_the_defaults_with_a_decaying_rate(tmp_path: Path)
     model.get_env().close()
 
 
-def test_yml_lunarlander_entry_is_the_defaults_with_16_envs(tmp_path: Path) -> None:
+def test_yml_lunarlander_entry_weights_every_step_alike_with_a_decaying_rate(tmp_path: Path) -> None:
     """
-    haepo.yml's LunarLander entry (docs/LEARNING.md entry 25) reaches the model as documented: the zoo PPO's 16 envs,
-    no observation normalisation, and HAEPO's defaults for everything else (learning rate and group size included).
+    haepo.yml's LunarLander entry (docs/LEARNING.md entry 46) reaches the model as documented: the zoo PPO's 16 envs,
+    no observation normalisation, every step's advantage counting the same (credit_weighting 'step'), the default rate
+    1e-3 decaying linearly to 0, and HAEPO's defaults for everything else (group size included).
     """
     env_id = "LunarLander-v3"
     _needs_box2d(env_id)
+    assert _load_yml("haepo.yml")[env_id] == {
+        "n_envs": 16,
+        "n_timesteps": 1e6,
+        "policy": "MlpPolicy",
+        "credit_weighting": "step",
+        "learning_rate": "lin_0.001",
+    }
     model, defaults = bundled_entry_model(env_id, tmp_path)
     assert model.n_envs == 16 and not isinstance(model.get_env(), VecNormalize)
-    assert model.lr_schedule(0.5) == defaults.lr_schedule(0.5) and model.clip_range(0.5) == defaults.clip_range(0.5)
+    assert model.credit_weighting == "step" and defaults.credit_weighting == "episode"
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3) == defaults.lr_schedule(1.0)
+    assert model.lr_schedule(0.25) == pytest.approx(2.5e-4)
+    assert model.clip_range(0.5) == defaults.clip_range(0.5)
     for name in ENTRY_DEFAULT_NAMES:
         assert getattr(model, name) == getattr(defaults, name), name
     model.get_env().close()
@@ -612,11 +623,32 @@ def test_sampler_and_converter() -> None:
             assert kwargs == expected
             assert ("log_std_init" in kwargs["policy_kwargs"]) == (n_actions > 0)
             assert ("logit_noise_std" in kwargs) == (n_actions == 0)
+            per_step_mean = (trial.params["credit"], trial.params["trajectory_score"]) == ("reward_to_go", "mean")
+            assert ("credit_weighting" in trial.params) == per_step_mean
             assert trial.user_attrs["worker"].endswith(f":{os.getpid()}")
             study.tell(trial, 0.0)
     assert schedules == {"constant", "linear"}
     # A trial of a study made before lr_schedule was sampled keeps its constant rate
     assert haepo_zoo.convert_haepo_params({"learning_rate": 0.002, "n_epochs": 4}) == {"learning_rate": 0.002, "n_epochs": 4}
+
+
+@pytest.mark.parametrize("credit", ["episode", "reward_to_go"])
+@pytest.mark.parametrize("score", ["mean", "sum"])
+def test_trials_stay_valid_over_an_entry_with_step_weighting(credit: str, score: str) -> None:
+    """
+    The zoo merges a trial's parameters over the yml entry (the LunarLander entry has credit_weighting 'step'): every
+    credit and score the sampler can propose still builds a model; a trial that did not sample the weighting gets the
+    default, not the entry's value, and one that sampled it keeps its own.
+    """
+    entry = {"credit_weighting": "step", "normalize_returns": "sum"}
+
+    def model_from(params: dict[str, Any]) -> HAEPO:
+        return HAEPO("MlpPolicy", "CartPole-v1", **{**entry, **haepo_zoo.convert_haepo_params(params)})
+
+    params = {"credit": credit, "trajectory_score": score, "learning_rate": 0.001}
+    assert model_from(params).credit_weighting == "episode"
+    if (credit, score) == ("reward_to_go", "mean"):
+        assert model_from({**params, "credit_weighting": "step"}).credit_weighting == "step"
 
 
 def test_register() -> None:

@@ -2,8 +2,8 @@
 Lab probe (docs/LEARNING.md entry 28): why do HAEPO's deterministic evaluations on LunarLander-v3 collapse far below
 its sampled training episodes?
 
-Trains HAEPO with the yml entry's settings (its defaults on 16 envs, ``make_vec_env`` as the zoo builds them), or
-with ``--algo ppo`` the zoo's PPO entry (16 envs), and,
+Trains HAEPO with the settings of the yml entry of entry 25 (its defaults on 16 envs, replaced in entry 46;
+``make_vec_env`` as the zoo builds them), or with ``--algo ppo`` the zoo's PPO entry (16 envs), and,
 every ``--eval-freq`` env steps, plays ``--episodes`` evaluation episodes twice from the same start states: with the
 arg-max action (``deterministic=True``, what the benchmark's evaluations use) and with sampled actions. For each it
 prints the mean return, the mean length, the share of each action (0 noop, 1 left engine, 2 main, 3 right engine),
