@@ -4,8 +4,8 @@ with the advantages reweighted by hand, the streamed update against the one-chun
 
 import pytest
 import torch as th
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.envs import IdentityEnv
+from test_step_credit import StopAfterFirstUpdate
 
 from sb3_haepo import HAEPO
 from sb3_haepo.common.utils import (
@@ -15,13 +15,6 @@ from sb3_haepo.common.utils import (
     step_credit_coefficients,
 )
 from sb3_haepo.haepo import haepo as haepo_module
-
-
-class StopAfterFirstUpdate(BaseCallback):
-    """Stop learn() once the first update is done."""
-
-    def _on_step(self) -> bool:
-        return self.model._n_train_calls == 0
 
 
 def parameters(model: HAEPO) -> th.Tensor:
