@@ -487,11 +487,11 @@ def test_yml_cartpole_entry_is_the_defaults_with_a_decaying_rate(tmp_path: Path)
     model.get_env().close()
 
 
-def test_yml_lunarlander_entry_weights_every_step_alike_with_a_decaying_rate(tmp_path: Path) -> None:
+def test_yml_lunarlander_entry_weights_every_step_alike_in_16_episode_groups(tmp_path: Path) -> None:
     """
-    haepo.yml's LunarLander entry (docs/LEARNING.md entry 46) reaches the model as documented: the zoo PPO's 16 envs,
-    no observation normalisation, every step's advantage counting the same (credit_weighting 'step'), the default rate
-    1e-3 decaying linearly to 0, and HAEPO's defaults for everything else (group size included).
+    haepo.yml's LunarLander entry (docs/LEARNING.md entries 46 and 58) reaches the model as documented: the zoo PPO's
+    16 envs, no observation normalisation, groups of 16 episodes, every step's advantage counting the same
+    (credit_weighting 'step'), the default rate 1e-3 decaying linearly to 0, and HAEPO's defaults for everything else.
     """
     env_id = "LunarLander-v3"
     _needs_box2d(env_id)
@@ -499,17 +499,20 @@ def test_yml_lunarlander_entry_weights_every_step_alike_with_a_decaying_rate(tmp
         "n_envs": 16,
         "n_timesteps": 1e6,
         "policy": "MlpPolicy",
+        "n_episodes": 16,
         "credit_weighting": "step",
         "learning_rate": "lin_0.001",
     }
     model, defaults = bundled_entry_model(env_id, tmp_path)
     assert model.n_envs == 16 and not isinstance(model.get_env(), VecNormalize)
+    assert model.n_episodes == 16 and defaults.n_episodes == 8
     assert model.credit_weighting == "step" and defaults.credit_weighting == "episode"
     assert model.lr_schedule(1.0) == pytest.approx(1e-3) == defaults.lr_schedule(1.0)
     assert model.lr_schedule(0.25) == pytest.approx(2.5e-4)
     assert model.clip_range(0.5) == defaults.clip_range(0.5)
     for name in ENTRY_DEFAULT_NAMES:
-        assert getattr(model, name) == getattr(defaults, name), name
+        if name != "n_episodes":
+            assert getattr(model, name) == getattr(defaults, name), name
     model.get_env().close()
 
 
