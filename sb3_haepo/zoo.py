@@ -400,8 +400,9 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
     :func:`convert_haepo_params`, which the zoo also calls to re-train from a trial
     (``--storage/--study-name/--trial-id``). ``batch_size`` is not sampled: it only bounds the memory of the
     gradient computation and does not change the gradient. Only combinations HAEPO accepts are sampled
-    (``normalize_returns`` with episode credit, ``credit_weighting`` with per-step credit and the mean score), and the
-    converter overrides a yml entry's values of those two where the trial's credit or score would make them invalid:
+    (``normalize_returns`` with episode credit, ``credit_weighting`` with per-step credit and the mean score,
+    ``baseline`` with per-step credit and the minibatch update), and the converter overrides a yml entry's values of
+    those where the trial's credit or score would make them invalid:
     the zoo builds the trial's model outside its error handling, so a ``ValueError`` there would stop the study. The
     trial records which worker ran it (user attribute ``worker``:
     ``host:pid``), which shows how the trials of a distributed study were shared. The learning rate is constant or
@@ -439,9 +440,13 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
     if credit == "episode":
         # credit="reward_to_go" z-scores its per-step advantages: normalize_returns applies to episode credit only
         sampled_params["normalize_returns"] = trial.suggest_categorical("normalize_returns", ["zscore", "sum"])
-    elif sampled_params["trajectory_score"] == "mean":
-        # How much each step's advantage counts (docs/METHOD.md section 16): per-step credit with the mean score only
-        sampled_params["credit_weighting"] = trial.suggest_categorical("credit_weighting", ["episode", "step"])
+    else:
+        if sampled_params["trajectory_score"] == "mean":
+            # How much each step's advantage counts (docs/METHOD.md section 16): per-step credit with the mean score only
+            sampled_params["credit_weighting"] = trial.suggest_categorical("credit_weighting", ["episode", "step"])
+        if sampled_params["minibatch_size"] is not None or sampled_params["clip_range"] is not None:
+            # The baseline of per-step credit (docs/METHOD.md section 17): a learned value needs the minibatch update
+            sampled_params["baseline"] = trial.suggest_categorical("baseline", ["time", "value"])
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     if n_actions > 0:
         # Gaussian policy: initial exploration noise
@@ -468,7 +473,9 @@ def convert_haepo_params(params: dict[str, Any]) -> dict[str, Any]:
         normalisation it takes, so that a yml entry's ``normalize_returns`` cannot make the trial invalid),
         ``credit_weighting="episode"`` where the trial has a credit but did not sample the weighting (episode credit,
         the sum score, or a study made before it was sampled), so that a yml entry's ``"step"`` cannot make the trial
-        invalid or change an old trial, and
+        invalid or change an old trial, likewise ``baseline="time"`` (with ``vf_coef=None``) where it did not sample
+        the baseline (episode credit, the exact update, or an older study), a critic MLP of the actor's size with
+        ``baseline="value"`` (the ``net_arch`` presets have none), and
         ``learning_rate`` as the zoo's ``"lin_<rate>"`` string when ``lr_schedule`` is ``"linear"`` (the zoo turns it
         into a schedule when it re-trains from a trial; trials of studies made before ``lr_schedule`` was sampled
         have a constant rate)
@@ -481,9 +488,17 @@ def convert_haepo_params(params: dict[str, Any]) -> dict[str, Any]:
         hyperparams.setdefault("normalize_returns", "zscore")
     if "credit" in hyperparams:
         hyperparams.setdefault("credit_weighting", "episode")
+        hyperparams.setdefault("baseline", "time")
+        if hyperparams["baseline"] == "time":
+            # vf_coef is not sampled: override a yml entry's, which a time baseline refuses
+            hyperparams["vf_coef"] = None
     policy_kwargs: dict[str, Any] = {}
     if "net_arch" in hyperparams:
-        policy_kwargs["net_arch"] = NET_ARCH[hyperparams.pop("net_arch")]
+        net_arch = NET_ARCH[hyperparams.pop("net_arch")]
+        if hyperparams.get("baseline") == "value":
+            # A learned baseline gets a critic MLP of the actor's size (the presets have none)
+            net_arch = {**net_arch, "vf": list(net_arch["pi"])}
+        policy_kwargs["net_arch"] = net_arch
     if "activation_fn" in hyperparams:
         policy_kwargs["activation_fn"] = ACTIVATION_FN[hyperparams.pop("activation_fn")]
     if "log_std_init" in hyperparams:

@@ -445,6 +445,32 @@ def test_yml_entry_builds_model(env_id: str, algo: str, tmp_path: Path) -> None:
     env.close()
 
 
+# The yml files archived with documented results (inputs of the commands in docs/RESULTS.md and docs/LEARNING.md)
+ARCHIVED_YMLS = sorted((REPO_ROOT / "docs" / "results").glob("*/*.yml"))
+
+
+@pytest.mark.parametrize("path", ARCHIVED_YMLS, ids=[str(path.relative_to(REPO_ROOT)) for path in ARCHIVED_YMLS])
+def test_archived_yml_builds_model(path: Path, tmp_path: Path) -> None:
+    """Every yml archived under docs/results is read and preprocessed by the zoo and builds a HAEPO model for each of
+    its envs (no training), so that the documented commands that pass it with ``--zoo haepo=<file>`` still run."""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    with open(path) as file_handler:
+        env_ids = list(yaml.load(file_handler, Loader=yaml.UnsafeLoader))
+    assert env_ids, path
+    haepo_zoo.register()
+    for env_id in env_ids:
+        _needs_box2d(env_id)
+        manager = ExperimentManager(argparse.Namespace(), "haepo", env_id, str(tmp_path), config=str(path), verbose=0)
+        result = manager.setup_experiment()
+        assert result is not None
+        model, _ = result
+        assert isinstance(model, HAEPO)
+        env = model.get_env()
+        assert env is not None and env.get_attr("spec")[0].id == env_id
+        env.close()
+
+
 def bundled_entry_model(env_id: str, tmp_path: Path) -> tuple[HAEPO, HAEPO]:
     """:return: the model the zoo builds from the bundled haepo.yml's entry for ``env_id``, and HAEPO's defaults"""
     from rl_zoo3.exp_manager import ExperimentManager
@@ -488,11 +514,14 @@ def test_yml_cartpole_entry_is_the_defaults_with_a_decaying_rate(tmp_path: Path)
     model.get_env().close()
 
 
-def test_yml_lunarlander_entry_weights_every_step_alike_in_16_episode_groups(tmp_path: Path) -> None:
+def test_yml_lunarlander_entry_has_a_learned_baseline_and_weights_every_step_alike_in_16_episode_groups(
+    tmp_path: Path,
+) -> None:
     """
-    haepo.yml's LunarLander entry (docs/LEARNING.md entries 46 and 58) reaches the model as documented: the zoo PPO's
-    16 envs, no observation normalisation, groups of 16 episodes, every step's advantage counting the same
-    (credit_weighting 'step'), the default rate 1e-3 decaying linearly to 0, and HAEPO's defaults for everything else.
+    haepo.yml's LunarLander entry (docs/LEARNING.md entries 46, 58 and 59) reaches the model as documented: the zoo
+    PPO's 16 envs, no observation normalisation, groups of 16 episodes, every step's advantage counting the same
+    (credit_weighting 'step'), the default rate 1e-3 decaying linearly to 0, a learned state-value baseline with
+    SB3's 64x64 critic and PPO's vf_coef, and HAEPO's defaults for everything else.
     """
     env_id = "LunarLander-v3"
     _needs_box2d(env_id)
@@ -503,11 +532,14 @@ def test_yml_lunarlander_entry_weights_every_step_alike_in_16_episode_groups(tmp
         "n_episodes": 16,
         "credit_weighting": "step",
         "learning_rate": "lin_0.001",
+        "baseline": "value",
     }
     model, defaults = bundled_entry_model(env_id, tmp_path)
     assert model.n_envs == 16 and not isinstance(model.get_env(), VecNormalize)
     assert model.n_episodes == 16 and defaults.n_episodes == 8
     assert model.credit_weighting == "step" and defaults.credit_weighting == "episode"
+    assert (model.baseline, model.vf_coef) == ("value", 0.5) and defaults.baseline == "time"
+    assert model.policy.net_arch == dict(pi=[64, 64], vf=[64, 64])
     assert model.lr_schedule(1.0) == pytest.approx(1e-3) == defaults.lr_schedule(1.0)
     assert model.lr_schedule(0.25) == pytest.approx(2.5e-4)
     assert model.clip_range(0.5) == defaults.clip_range(0.5)
@@ -557,8 +589,10 @@ def test_yml_pendulum_entry_is_the_studys_trial_33(tmp_path: Path) -> None:
     }
     model, _ = bundled_entry_model("Pendulum-v1", tmp_path)
     # The schedules and the policy's kwargs are checked below
-    for name in trial.keys() - {"clip_range", "learning_rate", "policy_kwargs"}:
+    for name in trial.keys() - {"clip_range", "learning_rate", "policy_kwargs", "vf_coef"}:
         assert getattr(model, name) == trial[name], name
+    # The trial predates the baseline: the converter gives it the time baseline, which has no value loss
+    assert (model.baseline, trial["vf_coef"], model.vf_coef) == ("time", None, 0.0)
     assert model.clip_range(0.5) == trial["clip_range"]
     # The trial's values, as the entry's comment gives them
     assert (model.n_episodes, model.gamma, model.target_kl) == (32, 0.98, 0.1)
@@ -608,8 +642,9 @@ def test_sampler_and_converter() -> None:
     """Sampled parameters are valid HAEPO kwargs, and the converter maps the raw trial params to the same kwargs."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     schedules = set()
+    baselines = set()
     for env_id, n_actions in [("CartPole-v1", 0), ("Pendulum-v1", 1)]:
-        for _ in range(3):
+        for _ in range(6):
             trial = study.ask()
             kwargs = haepo_zoo.sample_haepo_params(trial, n_actions, 1, {})
             HAEPO("MlpPolicy", env_id, **kwargs)
@@ -628,9 +663,16 @@ def test_sampler_and_converter() -> None:
             assert ("logit_noise_std" in kwargs) == (n_actions == 0)
             per_step_mean = (trial.params["credit"], trial.params["trajectory_score"]) == ("reward_to_go", "mean")
             assert ("credit_weighting" in trial.params) == per_step_mean
+            minibatch_update = (trial.params["minibatch_size"], trial.params["clip_range"]) != (None, None)
+            assert ("baseline" in trial.params) == (trial.params["credit"] == "reward_to_go" and minibatch_update)
+            assert kwargs["baseline"] == trial.params.get("baseline", "time")
+            critic = kwargs["policy_kwargs"]["net_arch"]["vf"]
+            assert critic == (kwargs["policy_kwargs"]["net_arch"]["pi"] if kwargs["baseline"] == "value" else [])
+            baselines.add(kwargs["baseline"])
             assert trial.user_attrs["worker"].endswith(f":{os.getpid()}")
             study.tell(trial, 0.0)
     assert schedules == {"constant", "linear"}
+    assert baselines == {"time", "value"}
     # A trial of a study made before lr_schedule was sampled keeps its constant rate
     assert haepo_zoo.convert_haepo_params({"learning_rate": 0.002, "n_epochs": 4}) == {"learning_rate": 0.002, "n_epochs": 4}
 
@@ -652,6 +694,29 @@ def test_trials_stay_valid_over_an_entry_with_step_weighting(credit: str, score:
     assert model_from(params).credit_weighting == "episode"
     if (credit, score) == ("reward_to_go", "mean"):
         assert model_from({**params, "credit_weighting": "step"}).credit_weighting == "step"
+
+
+@pytest.mark.parametrize("credit", ["episode", "reward_to_go"])
+@pytest.mark.parametrize("minibatch_size", [None, 64])
+def test_trials_stay_valid_over_an_entry_with_a_value_baseline(credit: str, minibatch_size: int | None) -> None:
+    """
+    A yml entry with a learned baseline and its vf_coef: every credit and update the sampler can propose still builds
+    a model; a trial that did not sample the baseline gets the time baseline (and no vf_coef), not the entry's
+    values, and one that sampled the value baseline keeps the entry's vf_coef and gets a critic MLP.
+    """
+    entry = {"baseline": "value", "vf_coef": 0.25}
+
+    def model_from(params: dict[str, Any]) -> HAEPO:
+        return HAEPO("MlpPolicy", "CartPole-v1", **{**entry, **haepo_zoo.convert_haepo_params(params)})
+
+    params = {"credit": credit, "minibatch_size": minibatch_size, "clip_range": None, "net_arch": "small"}
+    model = model_from(params)
+    assert (model.baseline, model.vf_coef) == ("time", 0.0)
+    assert model.policy.net_arch == dict(pi=[64, 64], vf=[])
+    if credit == "reward_to_go" and minibatch_size is not None:
+        model = model_from({**params, "baseline": "value"})
+        assert (model.baseline, model.vf_coef) == ("value", 0.25)
+        assert model.policy.net_arch == dict(pi=[64, 64], vf=[64, 64])
 
 
 def test_register() -> None:

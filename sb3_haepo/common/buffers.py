@@ -1,6 +1,6 @@
 """Trajectory buffer of complete, variable-length episodes."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -124,6 +124,8 @@ class EpisodeBuffer:
         self._completed_lengths: list[int] = []
         self._completed_returns: list[float] = []
         self._completed_truncated: list[bool] = []
+        # The observation after the last step of each completed truncated episode (None for a terminated one)
+        self._completed_final_observations: list[np.ndarray | dict[str, np.ndarray] | None] = []
         # Held noise (episode_noise_shape): each env's episode in progress's, and each completed episode's
         self.current_noise: np.ndarray | None = None
         self._completed_noise: list[np.ndarray] = []
@@ -290,7 +292,12 @@ class EpisodeBuffer:
         self.current_returns[env_indices] = 0.0
         self._current_discounts[env_indices] = 1.0
 
-    def end_episodes(self, env_mask: np.ndarray, truncated: np.ndarray | None = None) -> int:
+    def end_episodes(
+        self,
+        env_mask: np.ndarray,
+        truncated: np.ndarray | None = None,
+        final_observations: Sequence[np.ndarray | dict[str, np.ndarray] | None] | None = None,
+    ) -> int:
         """
         Close the episodes in progress of the envs in ``env_mask``; their next steps start new episodes.
 
@@ -298,6 +305,8 @@ class EpisodeBuffer:
 
         :param env_mask: Boolean mask of the envs whose episode ended, shape (n_envs,)
         :param truncated: Boolean mask of those that ended by truncation rather than termination, shape (n_envs,)
+        :param final_observations: for each env, the observation after the last step of its episode if it was
+            truncated (a value to bootstrap from, ``baseline="value"``), else None; None: none kept
         :return: Number of steps dropped because they were fragments (for the caller to count and log)
         """
         env_mask = np.asarray(env_mask, dtype=bool)
@@ -312,7 +321,10 @@ class EpisodeBuffer:
             self._completed_starts.append(int(self.env_sizes[env_idx]) - length)
             self._completed_lengths.append(length)
             self._completed_returns.append(float(self.current_returns[env_idx]))
-            self._completed_truncated.append(bool(truncated[env_idx]) if truncated is not None else False)
+            is_truncated = bool(truncated[env_idx]) if truncated is not None else False
+            self._completed_truncated.append(is_truncated)
+            final = final_observations[int(env_idx)] if final_observations is not None and is_truncated else None
+            self._completed_final_observations.append(final)
             if self.current_noise is not None:
                 self._completed_noise.append(self.current_noise[env_idx].copy())
         self._start_new_episodes(env_indices)
@@ -445,6 +457,7 @@ class EpisodeBuffer:
             returns=th.as_tensor(np.asarray(self._completed_returns, dtype=np.float32), device=self.device),
             lengths=th.as_tensor(np.asarray(self._completed_lengths, dtype=np.int64), device=self.device),
             truncated=np.asarray(self._completed_truncated, dtype=bool),
+            final_observations=list(self._completed_final_observations),
             env_indices=np.asarray(self._completed_envs, dtype=np.int64),
             observation_positions=observation_positions,
             episode_noise=self.completed_noise(),
@@ -467,6 +480,7 @@ class EpisodeBuffer:
         self._completed_lengths.clear()
         self._completed_returns.clear()
         self._completed_truncated.clear()
+        self._completed_final_observations.clear()
         self._completed_noise.clear()
         return n_before - self.size
 
@@ -598,6 +612,44 @@ def step_observations(batch: EpisodeBatch, index: slice | np.ndarray) -> np.ndar
     if isinstance(batch.observations, dict):
         return {key: obs[rows] for key, obs in batch.observations.items()}
     return batch.observations[rows]
+
+
+def final_observations(
+    new_obs: np.ndarray | dict[str, np.ndarray], infos: Sequence[dict], truncated: np.ndarray, dones: np.ndarray
+) -> list[np.ndarray | dict[str, np.ndarray] | None]:
+    """
+    The observation after the last step of each env's episode that was truncated on this vector step: a VecEnv's
+    ``infos[i]["terminal_observation"]`` when the env itself ended it (a time limit; ``new_obs[i]`` is then the next
+    episode's first observation), ``new_obs[i]`` when the ``max_episode_steps`` guard cut it (the env runs on).
+
+    :param new_obs: the VecEnv's observations after the step, (n_envs, ...) or a dict of them
+    :param infos: its infos, one per env
+    :param truncated: which envs' episodes were truncated, shape (n_envs,)
+    :param dones: which envs reported ``done``, shape (n_envs,)
+    :return: for each env, its final observation if truncated (None if its info has none), else None
+    """
+    finals: list[np.ndarray | dict[str, np.ndarray] | None] = [None] * len(truncated)
+    for env_idx in np.flatnonzero(truncated).tolist():
+        if dones[env_idx]:
+            # Missing only outside SB3's VecEnvs; an update that needs it says so (HAEPO with baseline="value")
+            terminal = infos[env_idx].get("terminal_observation")
+            if isinstance(terminal, dict):
+                terminal = {key: np.array(obs, copy=True) for key, obs in terminal.items()}
+            elif terminal is not None:
+                terminal = np.array(terminal, copy=True)
+            finals[env_idx] = terminal
+        elif isinstance(new_obs, dict):
+            finals[env_idx] = {key: obs[env_idx].copy() for key, obs in new_obs.items()}
+        else:
+            finals[env_idx] = new_obs[env_idx].copy()
+    return finals
+
+
+def stack_observations(observations: Sequence[np.ndarray | dict[str, np.ndarray]]) -> np.ndarray | dict[str, np.ndarray]:
+    """:return: single observations stacked along a new first axis (per key for dict observations)"""
+    if isinstance(observations[0], dict):
+        return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}  # type: ignore[index]
+    return np.stack(observations)  # type: ignore[arg-type]
 
 
 def select_steps(batch: EpisodeBatch, indices: th.Tensor) -> EpisodeBatch:

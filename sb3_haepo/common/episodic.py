@@ -2,7 +2,7 @@
 
 import inspect
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import numpy as np
@@ -17,7 +17,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorch
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_haepo.common.buffers import EpisodeBuffer, GroupView, step_observations
+from sb3_haepo.common.buffers import EpisodeBuffer, GroupView, final_observations, step_observations
 from sb3_haepo.common.checks import check_int, check_optional_int, check_real
 from sb3_haepo.common.exploration import (
     check_logit_noise_std,
@@ -108,7 +108,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
     counterpart :func:`~sb3_haepo.common.exploration.logit_noise_distribution`), never ``policy.forward`` or
     ``predict_values``, so the value head costs no compute and receives no gradient (Adam skips parameters without a
     gradient). Unless ``policy_kwargs`` gives a ``net_arch``, the value MLP is empty (``vf=[]``), so it costs almost
-    no memory either.
+    no memory either. (HAEPO's ``baseline="value"`` is the one exception: it evaluates and trains the value head.)
 
     A frozen reference policy ``ref_policy`` (same architecture, no gradient, not in the optimizer) is built in
     ``_setup_model`` and saved with the model.
@@ -239,8 +239,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         if "net_arch" not in self.policy_kwargs and not issubclass(self.policy_class, ActorCriticCnnPolicy):
-            # No critic: keep the value MLP empty (the policy MLP is SB3's default 64x64)
-            self.policy_kwargs = {**self.policy_kwargs, "net_arch": dict(pi=[64, 64], vf=[])}
+            self.policy_kwargs = {**self.policy_kwargs, "net_arch": self._default_net_arch()}
         self.policy = self._make_policy()
         self.ref_policy = self._make_policy()
         self.ref_policy.load_state_dict(self.policy.state_dict())
@@ -254,6 +253,11 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             device=self.device,
             episode_noise_shape=logit_noise_shape(self.policy) if self.logit_noise_std > 0 else None,
         )
+
+    def _default_net_arch(self) -> dict[str, list[int]]:
+        """:return: the MLP ``net_arch`` used when ``policy_kwargs`` gives none: SB3's default 64x64 actor, and no
+        critic MLP (the value head is never evaluated)"""
+        return dict(pi=[64, 64], vf=[])
 
     def _refresh_reference(self) -> None:
         """
@@ -440,8 +444,11 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             cut = ~dones & (rollout_buffer.current_lengths >= self.max_episode_steps)
             if dones.any() or cut.any():
                 time_limit = np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
+                truncated = (dones & time_limit) | cut
                 # Fragments (episodes whose start this buffer never saw) are dropped, not closed
-                self._n_discarded_steps += rollout_buffer.end_episodes(dones | cut, truncated=(dones & time_limit) | cut)
+                self._n_discarded_steps += rollout_buffer.end_episodes(
+                    dones | cut, truncated=truncated, final_observations=final_observations(new_obs, infos, truncated, dones)
+                )
                 self._n_cut_episodes += int(cut.sum())
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
@@ -674,14 +681,16 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
                 surrogate.backward()
         return self._clip_and_step()
 
-    def _clip_and_step(self) -> float:
+    def _clip_and_step(self, parameters: Iterable[th.nn.Parameter] | None = None) -> float:
         """
         Clip the accumulated gradient to ``max_grad_norm`` and take one optimizer step (the caller zeroes the
         gradients and back-propagates first).
 
+        :param parameters: the parameters whose gradient is clipped together (None: all of the policy's)
         :return: the gradient norm before clipping
         """
-        grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        parameters = self.policy.parameters() if parameters is None else parameters
+        grad_norm = th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
         self.policy.optimizer.step()
         return float(grad_norm)
 

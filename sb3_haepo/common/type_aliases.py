@@ -32,3 +32,5 @@ class EpisodeBatch(NamedTuple):
     observation_positions: np.ndarray | None = None  # (N,) row of each step in ``observations``, None: row i
     # (M, latent_dim, n_logits) the held logit noise each episode was collected with, None: no held noise
     episode_noise: th.Tensor | None = None
+    # (M,) the observation after the last step of each truncated episode, None for a terminated one (or not kept)
+    final_observations: list[np.ndarray | dict[str, np.ndarray] | None] | None = None

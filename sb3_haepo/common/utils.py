@@ -20,11 +20,16 @@ NormalizeReturns = Literal["sum", "zscore"]
 TrajectoryScore = Literal["sum", "mean"]
 Credit = Literal["episode", "reward_to_go"]
 CreditWeighting = Literal["episode", "step"]
+Baseline = Literal["time", "value"]
 
 NORMALIZE_RETURNS_OPTIONS: tuple[str, ...] = ("sum", "zscore")
 TRAJECTORY_SCORE_OPTIONS: tuple[str, ...] = ("sum", "mean")
 CREDIT_OPTIONS: tuple[str, ...] = ("episode", "reward_to_go")
 CREDIT_WEIGHTING_OPTIONS: tuple[str, ...] = ("episode", "step")
+BASELINE_OPTIONS: tuple[str, ...] = ("time", "value")
+
+# The value head's loss coefficient of baseline="value" when vf_coef is None (PPO's default)
+DEFAULT_VF_COEF = 0.5
 
 # Adaptive coefficients (docs/METHOD.md section 10): the start value of "auto", and the bounds every adapted value is
 # kept within
@@ -243,6 +248,96 @@ def reward_to_go_advantages(
         deviations[start:stop].sub_(baseline[step_times(lengths, start, stop)])
     deviations.div_(max(float(deviations.std(unbiased=False)), min_std) + eps)
     return deviations.to(th.float32)
+
+
+def value_baseline_advantages(
+    reward_to_go: th.Tensor, values: th.Tensor, eps: float = 1e-8, min_std: float = 0.0
+) -> th.Tensor:
+    """
+    Per-step advantages from the discounted reward-to-go and a learned state-value baseline (``baseline="value"``,
+    docs/METHOD.md section 17).
+
+    .. math::
+
+        d_{k,t} = G_{k,t} - V(s_{k,t}), \\qquad
+        A_{k,t} = \\frac{d_{k,t} - \\bar d}{\\max(\\mathrm{std}(d), \\sigma_{min}) + \\epsilon}
+
+    where ``d-bar`` and ``std`` are the population mean and std of ``d`` over all the group's steps. As with the
+    time-indexed baseline of :func:`reward_to_go_advantages`, the advantages have a mean of 0 over the group, a group
+    with no variation gives 0 everywhere (never NaN), and ``min_std`` floors the divisor in the rewards' units.
+    Unlike it, the baseline depends on the state, so two episodes at the same time in different states are compared
+    with different expectations (PPO's critic, regressed here on the Monte Carlo ``G``, not bootstrapped).
+
+    :param reward_to_go: ``G_{k,t}`` of every step (:func:`discounted_reward_to_go`), shape (N,)
+    :param values: ``V(s_{k,t})`` of every step under the value head before the update, shape (N,), no gradient
+    :param eps: guard against division by zero
+    :param min_std: ``sigma_min``, the floor of the divisor, in the rewards' units (>= 0; 0: plain z-score)
+    :return: ``A``, shape (N,), float32
+    """
+    check_real("min_std", min_std, 0.0)
+    if reward_to_go.ndim != 1 or reward_to_go.shape != values.shape:
+        raise ValueError(
+            f"reward_to_go and values must have the same shape (n_steps,), got {tuple(reward_to_go.shape)} and "
+            f"{tuple(values.shape)}"
+        )
+    deviations = reward_to_go.detach().to(th.float64) - values.detach().to(th.float64)
+    deviations -= deviations.mean()
+    deviations /= max(float(deviations.std(unbiased=False)), min_std) + eps
+    return deviations.to(th.float32)
+
+
+def bootstrap_truncated_rewards(
+    rewards: th.Tensor, episode_lengths: th.Tensor, truncated: th.Tensor, final_values: th.Tensor, gamma: float
+) -> th.Tensor:
+    """
+    The rewards of a group with each truncated episode's last reward bootstrapped from the value of the state it was
+    truncated in (``baseline="value"``, docs/METHOD.md section 17), as SB3's PPO does for time limits:
+    ``r'_{k, T_k - 1} = r_{k, T_k - 1} + gamma V(s_{k, T_k})``, every other reward unchanged. The reward-to-go of
+    these rewards (:func:`discounted_reward_to_go`) is then ``G_t + gamma^(T_k - t) V(s_{k, T_k})`` on a truncated
+    episode: what the episode would have returned had it gone on, by the value head's estimate.
+
+    :param rewards: ``r`` of every step, ordered episode by episode, each in time order, shape (N,)
+    :param episode_lengths: ``T_k`` (>= 1), shape (M,)
+    :param truncated: which episodes were truncated, bool, shape (M,)
+    :param final_values: ``V(s_{k, T_k})`` of the truncated episodes, in episode order, shape (number truncated,)
+    :param gamma: the per-step discount, in (0, 1]
+    :return: the bootstrapped rewards, a new tensor of shape (N,)
+    """
+    check_real("gamma", gamma, 0.0, 1.0, low_open=True)
+    if truncated.shape != episode_lengths.shape or int(truncated.sum()) != len(final_values):
+        raise ValueError(
+            f"Expected one final value per truncated episode: {int(truncated.sum())} of {len(episode_lengths)} "
+            f"episodes truncated, {len(final_values)} final values"
+        )
+    last_steps = episode_lengths.cumsum(0) - 1
+    bootstrapped = rewards.clone()
+    bootstrapped[last_steps[truncated]] += gamma * final_values.to(rewards.dtype)
+    return bootstrapped
+
+
+def value_regression_loss(values: th.Tensor, targets: th.Tensor, vf_coef: float, n_steps: int | None = None) -> th.Tensor:
+    """
+    The value head's regression term of ``baseline="value"`` (docs/METHOD.md section 17):
+    ``vf_coef * (1 / N) sum_t (V(s_t) - G_t)^2`` over the ``N`` steps of a group, PPO's value loss without clipping,
+    on the Monte Carlo reward-to-go ``G``.
+
+    It is a sum over steps, so it splits over chunks and minibatches as :func:`policy_entropy_loss` does: the terms
+    of any partition of the steps, each with the same ``n_steps = N``, add up to the whole group's term.
+
+    :param values: ``V(s_t)`` of some of the group's steps, shape (n,), differentiable
+    :param targets: their ``G_t``, shape (n,)
+    :param vf_coef: the coefficient (finite, > 0)
+    :param n_steps: ``N``, the number of steps of the whole group (None: ``n``, these steps are the whole group)
+    :return: the loss term (a scalar), to be minimised
+    """
+    if values.dim() != 1 or values.shape != targets.shape:
+        raise ValueError(
+            f"values and targets must have the same shape (n,), got {tuple(values.shape)} and {tuple(targets.shape)}"
+        )
+    check_real("vf_coef", vf_coef, 0.0, low_open=True)
+    n_steps = len(values) if n_steps is None else n_steps
+    check_int("n_steps", n_steps, max(len(values), 1), why="the group's steps: at least these values and 1")
+    return vf_coef * (values - targets.to(values.dtype)).pow(2).sum() / n_steps
 
 
 def reward_to_go_advantages_into(

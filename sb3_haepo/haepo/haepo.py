@@ -4,18 +4,21 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import FloatSchedule
+from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
 
-from sb3_haepo.common.buffers import GroupChunk, GroupView, select_steps
+from sb3_haepo.common.buffers import GroupChunk, GroupView, select_steps, stack_observations, step_observations
 from sb3_haepo.common.checks import check_bool, check_optional_int, check_optional_real, check_real
 from sb3_haepo.common.episodic import EpisodicOnPolicyAlgorithm, GroupPass
 from sb3_haepo.common.type_aliases import EpisodeBatch
 from sb3_haepo.common.utils import (
+    BASELINE_OPTIONS,
     CREDIT_OPTIONS,
     CREDIT_WEIGHTING_OPTIONS,
     DEFAULT_TARGET_REF_KL,
+    DEFAULT_VF_COEF,
     NORMALIZE_RETURNS_OPTIONS,
     TRAJECTORY_SCORE_OPTIONS,
+    Baseline,
     Credit,
     CreditWeighting,
     HAEPOLoss,
@@ -23,8 +26,10 @@ from sb3_haepo.common.utils import (
     TrajectoryScore,
     adapt_ref_kl_coef,
     adapt_weight_ent_coef,
+    bootstrap_truncated_rewards,
     clipped_step_loss,
     default_target_weight_entropy,
+    discounted_reward_to_go,
     episode_length_factors,
     epoch_minibatch_size,
     haepo_loss,
@@ -39,9 +44,18 @@ from sb3_haepo.common.utils import (
     step_credit_loss,
     step_credit_loss_from_sums,
     trajectory_scores,
+    value_baseline_advantages,
+    value_regression_loss,
     weight_diagnostics,
 )
 from sb3_haepo.haepo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+
+
+class ValueStats(NamedTuple):
+    """The value head's statistics over an epoch of minibatch steps (``baseline="value"``)."""
+
+    squared_error: float  # mean over the group's steps of (V(s_t) - G_t)^2, each at its minibatch's parameters
+    grad_norm: float  # mean over the minibatches of the value head's gradient norm before clipping
 
 
 class EpochOutcome(NamedTuple):
@@ -109,7 +123,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
     Code: written for this package on top of Stable-Baselines3's ``OnPolicyAlgorithm``
     (the rollout loop follows SB3's, the buffer handling follows sb3-contrib's RecurrentPPO and MaskablePPO).
 
-    HAEPO is critic-free and treats a whole episode as one unit. Each update takes a group of complete episodes,
+    HAEPO is critic-free (by default) and treats a whole episode as one unit. Each update takes a group of complete episodes,
     scores episode ``k`` by its log-likelihood ``L_k`` under the policy, turns the scores into Plackett-Luce weights
     ``w = softmax(L)`` and minimises
 
@@ -117,7 +131,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
 
     where ``Rn`` are the normalised episode returns and ``w_ref`` the weights under a frozen reference policy.
     The gradient is computed exactly with a two-pass scheme whose memory does not grow with episode length
-    (see ``train()``). Only the actor of the policy is evaluated: see :class:`EpisodicOnPolicyAlgorithm`.
+    (see ``train()``). Only the actor of the policy is evaluated (see :class:`EpisodicOnPolicyAlgorithm`), unless
+    ``baseline="value"`` asks for a learned state-value baseline.
 
     By default (``credit="reward_to_go"``) the return term credits each step with its own discounted reward-to-go
     against the group's mean at the same time step, and each group is reused for ``n_epochs`` epochs of clipped
@@ -211,6 +226,15 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         loss): a step of a long episode counts less than one of a short episode. ``"step"``: every advantage is
         multiplied by ``T_k / Tbar`` (``Tbar``: the group's mean episode length), so every step is pushed by
         ``w_k A_{k,t} / Tbar``, whatever its episode's length (with uniform weights PPO's mean over steps).
+    :param baseline: With ``credit="reward_to_go"``: what each step's reward-to-go ``G_t`` is compared with.
+        ``"time"`` (default, critic-free): the group's mean reward-to-go at the same time step. ``"value"``: the
+        policy's value head ``V(s_t)`` at the start of the update, trained on the group's ``G_t`` in the same minibatch
+        steps (PPO's critic with Monte Carlo returns), its gradient clipped on its own (docs/METHOD.md section 17).
+        Truncated episodes are bootstrapped with ``gamma * V(s_T)``. Without a ``net_arch``, MlpPolicy and
+        MultiInputPolicy then get SB3's 64x64 critic MLP. Needs the minibatch update (``minibatch_size`` or
+        ``clip_range``).
+    :param vf_coef: With ``baseline="value"``: the coefficient of the value head's squared-error loss (> 0).
+        None: 0.5 (PPO's default). Refused with ``baseline="time"``.
     :param max_episode_steps: Guard against envs that never end: an episode that reaches this length without
         ``done`` is cut and closed as truncated (counted in ``rollout/n_cut_episodes``)
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action noise
@@ -267,6 +291,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         ent_coef: float = 0.0,
         skip_tied_groups: bool = False,
         credit_weighting: CreditWeighting = "episode",
+        baseline: Baseline = "time",
+        vf_coef: float | None = None,
         max_episode_steps: int = 100_000,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
@@ -319,6 +345,23 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 f"trajectory_score='mean' (with the sum score every step already counts the same), got "
                 f"credit={credit!r} and trajectory_score={trajectory_score!r}"
             )
+        if baseline not in BASELINE_OPTIONS:
+            raise ValueError(f"Unknown baseline {baseline!r}, allowed: {BASELINE_OPTIONS}")
+        if baseline == "value" and credit != "reward_to_go":
+            raise ValueError(
+                f"baseline='value' is the baseline of credit='reward_to_go' (each step's reward-to-go against the "
+                f"value of its state), got credit={credit!r}"
+            )
+        if baseline == "value" and minibatch_size is None and clip_range is None:
+            raise ValueError(
+                "baseline='value' trains the value head in the minibatch steps of the clipped surrogate: give a "
+                "minibatch_size or a clip_range (the exact update, minibatch_size=None with clip_range=None, has none)"
+            )
+        check_optional_real("vf_coef", vf_coef, 0.0, low_open=True, why_none=f"{DEFAULT_VF_COEF} with baseline='value'")
+        if vf_coef is not None and baseline != "value":
+            raise ValueError(
+                f"vf_coef={vf_coef!r} weights the value head's loss of baseline='value', got baseline={baseline!r}"
+            )
         check_real("min_return_std", min_return_std, 0.0)
         if min_return_std > 0 and normalize_returns != "zscore":
             raise ValueError(
@@ -357,6 +400,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         self.ent_coef = float(ent_coef)
         self.skip_tied_groups = check_bool("skip_tied_groups", skip_tied_groups)
         self.credit_weighting = credit_weighting
+        self.baseline = baseline
+        self.vf_coef = (DEFAULT_VF_COEF if vf_coef is None else float(vf_coef)) if baseline == "value" else 0.0
         # Groups (and their steps) skipped by skip_tied_groups, over the model's life
         self._n_skipped_groups = 0
         self._n_skipped_steps = 0
@@ -408,12 +453,25 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         # Normalised returns Rn_k (M,), and with per-step credit the advantages A_{k,t} (N; read in place when streamed)
         norm_returns = normalize_returns(group.returns, self.normalize_returns, min_std=self.min_return_std)
         advantages = None
+        # With baseline="value": the value head's regression targets G_t (N,)
+        value_targets: th.Tensor | None = None
         if per_step_credit and isinstance(group, GroupView):
             group.compute_advantages(self.gamma, self.batch_size, min_std=self.min_return_std)
             if self.credit_weighting == "step":
                 group.scale_advantages(episode_length_factors(group.lengths))
         elif per_step_credit and isinstance(group, EpisodeBatch):
-            advantages = reward_to_go_advantages(group.rewards, group.lengths, self.gamma, min_std=self.min_return_std)
+            if self.baseline == "value":
+                rewards = bootstrap_truncated_rewards(
+                    group.rewards,
+                    group.lengths,
+                    th.as_tensor(group.truncated, device=group.lengths.device),
+                    self._final_values(group),
+                    self.gamma,
+                )
+                value_targets = discounted_reward_to_go(rewards, group.lengths, self.gamma)
+                advantages = value_baseline_advantages(value_targets, self._step_values(group), min_std=self.min_return_std)
+            else:
+                advantages = reward_to_go_advantages(group.rewards, group.lengths, self.gamma, min_std=self.min_return_std)
             if self.credit_weighting == "step":
                 advantages = advantages * episode_length_factors(group.lengths, advantages.dtype)[group.episode_index]
         if self.skip_tied_groups and not self._group_has_return_signal(group, advantages):
@@ -437,7 +495,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 outcome = self._streamed_epoch(group, epoch_pass, ref_scores, norm_returns, coefs, epoch)
             else:
                 outcome = self._batch_epoch(
-                    group, advantages, norm_returns, ref_scores, coefs, clip_range, logs, epoch, start_log_probs
+                    group, advantages, norm_returns, ref_scores, coefs, clip_range, logs, epoch, start_log_probs, value_targets
                 )
                 start_log_probs = outcome.start_log_probs
             terms = outcome.terms
@@ -493,6 +551,10 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             return has_return_signal(group.returns)
         if isinstance(group, GroupView):
             advantages = group.slot("advantages")
+        elif self.baseline == "value":
+            # The value baseline's advantages vary with V wherever the rewards do not: the signal is the rewards'
+            assert isinstance(group, EpisodeBatch)
+            advantages = reward_to_go_advantages(group.rewards, group.lengths, self.gamma)
         return has_return_signal(group.returns, advantages)
 
     def _skip_group(self, group: "EpisodeBatch | GroupView", clip_range: float | None) -> None:
@@ -561,6 +623,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         logs: dict[str, list[float]],
         epoch: int,
         start_log_probs: th.Tensor | None,
+        value_targets: th.Tensor | None = None,
     ) -> EpochOutcome:
         """
         One epoch on a group held as a batch: the exact update when the group fits in one chunk (one forward pass
@@ -568,6 +631,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
 
         :param coefs: ``(weight_ent_coef, ref_kl_coef)`` of this update
         :param start_log_probs: ``log pi(a_t|s_t)`` at the update's start (None at the first epoch, which sets them)
+        :param value_targets: with ``baseline="value"``, the value head's targets ``G_t`` (N,), else None
         """
         weight_ent_coef, ref_kl_coef = coefs
         exact = self.minibatch_size is None and self.clip_range is None
@@ -629,8 +693,13 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             else:
                 step_advantages = advantages
             return_coef = weights[batch.episode_index] * step_scale * step_advantages
-            grad_norm, clip_fraction = self._minibatch_steps(batch, step_coef, return_coef, start_log_probs, clip_range)
+            grad_norm, clip_fraction, value_stats = self._minibatch_steps(
+                batch, step_coef, return_coef, start_log_probs, clip_range, value_targets
+            )
             logs.setdefault("clip_fraction", []).append(clip_fraction)
+            if value_stats is not None:
+                logs.setdefault("value_loss", []).append(value_stats.squared_error)
+                logs.setdefault("value_grad_norm", []).append(value_stats.grad_norm)
         return EpochOutcome(terms, grad_norm, policy_entropy, approx_kl, scores, start_log_probs)
 
     def _adapt_coefficients(self, group: "EpisodeBatch | GroupView", ref_scores: th.Tensor, scores: th.Tensor | None) -> None:
@@ -668,19 +737,24 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         return_coef: th.Tensor,
         old_log_probs: th.Tensor,
         clip_range: float | None,
-    ) -> tuple[float, float]:
+        value_targets: th.Tensor | None = None,
+    ) -> tuple[float, float, "ValueStats | None"]:
         """
         One epoch of minibatch steps on the clipped surrogate (:func:`clipped_step_loss`, docs/METHOD.md section
         9.4). Each minibatch's surrogate is scaled by ``N / minibatch`` so that its gradient estimates the
         full-batch one. A minibatch larger than ``batch_size`` (``max_minibatches``, section 9.5) has its gradient
         accumulated over chunks of ``batch_size`` steps before its one optimizer step: the surrogate is a sum over
-        steps, so the chunks' gradients add up to the minibatch's, and only a chunk's graph is held.
+        steps, so the chunks' gradients add up to the minibatch's, and only a chunk's graph is held. With
+        ``value_targets`` (``baseline="value"``) each minibatch's loss also has the value head's regression term
+        (:func:`value_regression_loss`), scaled the same way, so one optimizer step trains both heads as in PPO.
 
-        :return: the mean gradient norm before clipping, and the mean fraction of clipped steps
+        :return: the mean gradient norm before clipping (of the actor's parameters alone with ``value_targets``),
+            the mean fraction of clipped steps, and with ``value_targets`` the value head's statistics (else None)
         """
         n_steps = len(batch.episode_index)
         minibatch_size = epoch_minibatch_size(n_steps, self.minibatch_size, self.max_minibatches)
-        grad_norms, clip_fractions = [], []
+        grad_norms, clip_fractions, squared_errors, value_grad_norms = [], [], [], []
+        actor, critic = self._actor_critic_parameters() if value_targets is not None else ([], [])
         for indices in th.randperm(n_steps, device=self.device).split(minibatch_size):
             self.policy.optimizer.zero_grad()
             chunk_clip_fractions = []
@@ -691,11 +765,87 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 loss = terms.loss
                 if self.ent_coef > 0:
                     loss = loss + policy_entropy_loss(entropies, self.ent_coef, n_steps)
+                if value_targets is not None:
+                    values = self._chunk_values(step_observations(minibatch, slice(0, len(chunk))))
+                    loss = loss + value_regression_loss(values, value_targets[chunk], self.vf_coef, n_steps)
+                    squared_errors.append(float((values.detach() - value_targets[chunk]).pow(2).sum()))
                 (loss * (n_steps / len(indices))).backward()
                 chunk_clip_fractions.append((float(terms.clip_fraction), len(chunk)))
-            grad_norms.append(self._clip_and_step())
+            if value_targets is None:
+                grad_norms.append(self._clip_and_step())
+            else:
+                # The value head's gradient is clipped on its own: in the actor's norm it would dwarf the return
+                # term's gradient and shrink the actor's step (docs/METHOD.md section 17)
+                value_grad_norms.append(float(th.nn.utils.clip_grad_norm_(critic, self.max_grad_norm)))
+                grad_norms.append(self._clip_and_step(actor))
             if len(chunk_clip_fractions) == 1:
                 clip_fractions.append(chunk_clip_fractions[0][0])
             else:
                 clip_fractions.append(sum(fraction * size for fraction, size in chunk_clip_fractions) / len(indices))
-        return float(np.mean(grad_norms)), float(np.mean(clip_fractions))
+        value_stats = None
+        if value_targets is not None:
+            value_stats = ValueStats(sum(squared_errors) / n_steps, float(np.mean(value_grad_norms)))
+        return float(np.mean(grad_norms)), float(np.mean(clip_fractions)), value_stats
+
+    def _default_net_arch(self) -> dict[str, list[int]]:
+        """:return: without a ``net_arch`` in ``policy_kwargs``: SB3's default 64x64 actor, and with
+        ``baseline="value"`` SB3's default 64x64 critic (else none, the value head is never evaluated)"""
+        return dict(pi=[64, 64], vf=[64, 64] if self.baseline == "value" else [])
+
+    def _actor_critic_parameters(self) -> tuple[list[th.nn.Parameter], list[th.nn.Parameter]]:
+        """:return: the policy's parameters outside the value head, and the value head's own (its MLP, its output
+        layer, and its features extractor when the heads do not share one; a shared one is the actor's, and the
+        value head reads its features detached, :meth:`_chunk_values`)"""
+        critic_modules = [self.policy.mlp_extractor.value_net, self.policy.value_net]
+        if not self.policy.share_features_extractor:
+            critic_modules.append(self.policy.vf_features_extractor)
+        critic_ids = {id(parameter) for module in critic_modules for parameter in module.parameters()}
+        actor = [parameter for parameter in self.policy.parameters() if id(parameter) not in critic_ids]
+        critic = [parameter for module in critic_modules for parameter in module.parameters()]
+        return actor, critic
+
+    def _chunk_values(self, observations: np.ndarray | dict[str, np.ndarray]) -> th.Tensor:
+        """:return: ``V(s_t)`` of some steps under the policy's value head, shape (chunk,), with a graph when
+        gradients are enabled (``baseline="value"``). As SB3's ``predict_values``, except that the features of a
+        features extractor shared with the actor are detached: the value loss trains only the value head's own
+        parameters, so the actor's update does not depend on it (docs/METHOD.md section 17)."""
+        policy = self.policy
+        obs = obs_as_tensor(observations, self.device)
+        features = BasePolicy.extract_features(policy, obs, policy.vf_features_extractor)
+        if policy.share_features_extractor:
+            features = features.detach()
+        return policy.value_net(policy.mlp_extractor.forward_critic(features)).flatten()
+
+    def _final_values(self, batch: EpisodeBatch) -> th.Tensor:
+        """:return: ``V(s_T)`` of the observation after the last step of each truncated episode of ``batch``, in
+        episode order, without a graph, shape (number truncated,)"""
+        finals = [
+            batch.final_observations[k] if batch.final_observations is not None else None
+            for k in np.flatnonzero(batch.truncated)
+        ]
+        if not finals:
+            return th.zeros(0, device=self.device)
+        if any(final is None for final in finals):
+            raise ValueError(
+                "baseline='value' bootstraps truncated episodes from their final observation, and an env truncated an "
+                "episode without one: use SB3's VecEnvs, which put it in info['terminal_observation']"
+            )
+        with th.no_grad():
+            return th.cat(
+                [
+                    self._chunk_values(stack_observations(finals[start : start + self.batch_size]))  # type: ignore[arg-type]
+                    for start in range(0, len(finals), self.batch_size)
+                ]
+            )
+
+    def _step_values(self, batch: EpisodeBatch) -> th.Tensor:
+        """:return: ``V(s_t)`` of every step of ``batch`` before the update, without a graph, evaluated
+        ``batch_size`` steps at a time, shape (N,)"""
+        n_steps = len(batch.episode_index)
+        with th.no_grad():
+            return th.cat(
+                [
+                    self._chunk_values(step_observations(batch, slice(start, min(start + self.batch_size, n_steps))))
+                    for start in range(0, n_steps, self.batch_size)
+                ]
+            )
