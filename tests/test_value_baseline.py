@@ -12,7 +12,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.envs import IdentityEnv
+from stable_baselines3.common.envs import IdentityEnv, SimpleMultiObsEnv
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
@@ -180,6 +180,26 @@ def first_update(monkeypatch, **kwargs) -> tuple[HAEPO, dict]:
     model.learn(400, callback=StopAfterFirstUpdate())
     assert model._n_train_calls == 1
     return model, seen
+
+
+def test_dict_observations(monkeypatch):
+    """MultiInputPolicy on SB3's SimpleMultiObsEnv (a vector and an image key) cut at 7 steps: the buffer keeps each
+    truncated episode's final observation as a dict of the env's keys, and the update bootstraps from their values."""
+    finals = []
+    original = haepo_module.bootstrap_truncated_rewards
+
+    def spy(rewards, lengths, truncated, final_values, gamma):
+        finals.append((int(truncated.sum()), len(final_values)))
+        return original(rewards, lengths, truncated, final_values, gamma)
+
+    monkeypatch.setattr(haepo_module, "bootstrap_truncated_rewards", spy)
+    env = make_vec_env(lambda: gym.wrappers.TimeLimit(SimpleMultiObsEnv(random_start=True), 7), n_envs=2, seed=0)
+    model = HAEPO("MultiInputPolicy", env, n_episodes=4, baseline="value", seed=0)
+    model.learn(28)
+    assert model._n_train_calls == 1 and finals == [(4, 4)]
+    batch = model.rollout_buffer.get()
+    assert all(set(final) == set(env.observation_space.spaces) for final in batch.final_observations)
+    assert math.isfinite(model.logger.name_to_value["train/value_loss"])
 
 
 def test_update_uses_the_reward_to_go_against_the_value_head_at_its_start(monkeypatch):
