@@ -424,21 +424,25 @@ def test_yml_entry_builds_model(env_id: str, algo: str, tmp_path: Path) -> None:
     """Every yml entry is read and preprocessed by the zoo and builds a model for its env (no training)."""
     _needs_box2d(env_id)
     import rl_zoo3.utils
+
+    model = zoo_model(algo, env_id, PACKAGE_HYPERPARAMS / f"{algo}.yml", tmp_path)
+    assert isinstance(model, rl_zoo3.utils.ALGOS[algo])
+    _assert_env_is_and_close(model, env_id)
+
+
+def zoo_model(algo: str, env_id: str, config: Path, tmp_path: Path) -> Any:
+    """:return: the model the zoo builds (no training) for ``env_id`` from the yml file ``config``"""
     from rl_zoo3.exp_manager import ExperimentManager
 
     haepo_zoo.register()
-    exp_manager = ExperimentManager(
-        argparse.Namespace(),
-        algo,
-        env_id,
-        str(tmp_path),
-        config=str(PACKAGE_HYPERPARAMS / f"{algo}.yml"),
-        verbose=0,
-    )
-    result = exp_manager.setup_experiment()
+    manager = ExperimentManager(argparse.Namespace(), algo, env_id, str(tmp_path), config=str(config), verbose=0)
+    result = manager.setup_experiment()
     assert result is not None
-    model, _ = result
-    assert isinstance(model, rl_zoo3.utils.ALGOS[algo])
+    return result[0]
+
+
+def _assert_env_is_and_close(model: Any, env_id: str) -> None:
+    """The model's env is ``env_id``'s; close it."""
     env = model.get_env()
     assert env is not None
     assert env.get_attr("spec")[0].id == env_id
@@ -453,36 +457,19 @@ ARCHIVED_YMLS = sorted((REPO_ROOT / "docs" / "results").glob("*/*.yml"))
 def test_archived_yml_builds_model(path: Path, tmp_path: Path) -> None:
     """Every yml archived under docs/results is read and preprocessed by the zoo and builds a HAEPO model for each of
     its envs (no training), so that the documented commands that pass it with ``--zoo haepo=<file>`` still run."""
-    from rl_zoo3.exp_manager import ExperimentManager
-
     with open(path) as file_handler:
         env_ids = list(yaml.load(file_handler, Loader=yaml.UnsafeLoader))
     assert env_ids, path
-    haepo_zoo.register()
     for env_id in env_ids:
         _needs_box2d(env_id)
-        manager = ExperimentManager(argparse.Namespace(), "haepo", env_id, str(tmp_path), config=str(path), verbose=0)
-        result = manager.setup_experiment()
-        assert result is not None
-        model, _ = result
+        model = zoo_model("haepo", env_id, path, tmp_path)
         assert isinstance(model, HAEPO)
-        env = model.get_env()
-        assert env is not None and env.get_attr("spec")[0].id == env_id
-        env.close()
+        _assert_env_is_and_close(model, env_id)
 
 
 def bundled_entry_model(env_id: str, tmp_path: Path) -> tuple[HAEPO, HAEPO]:
     """:return: the model the zoo builds from the bundled haepo.yml's entry for ``env_id``, and HAEPO's defaults"""
-    from rl_zoo3.exp_manager import ExperimentManager
-
-    haepo_zoo.register()
-    manager = ExperimentManager(
-        argparse.Namespace(), "haepo", env_id, str(tmp_path), config=str(PACKAGE_HYPERPARAMS / "haepo.yml")
-    )
-    result = manager.setup_experiment()
-    assert result is not None
-    model, _ = result
-    return model, HAEPO("MlpPolicy", env_id, device="cpu")
+    return zoo_model("haepo", env_id, PACKAGE_HYPERPARAMS / "haepo.yml", tmp_path), HAEPO("MlpPolicy", env_id, device="cpu")
 
 
 DEFAULT_NAMES = (

@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
@@ -823,29 +824,30 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             batch.final_observations[k] if batch.final_observations is not None else None
             for k in np.flatnonzero(batch.truncated)
         ]
-        if not finals:
-            return th.zeros(0, device=self.device)
         if any(final is None for final in finals):
             raise ValueError(
                 "baseline='value' bootstraps truncated episodes from their final observation, and an env truncated an "
                 "episode without one: use SB3's VecEnvs, which put it in info['terminal_observation']"
             )
-        with th.no_grad():
-            return th.cat(
-                [
-                    self._chunk_values(stack_observations(finals[start : start + self.batch_size]))  # type: ignore[arg-type]
-                    for start in range(0, len(finals), self.batch_size)
-                ]
-            )
+        return self._values_without_graph(
+            len(finals), lambda chunk: stack_observations(finals[chunk])  # type: ignore[arg-type]
+        )
 
     def _step_values(self, batch: EpisodeBatch) -> th.Tensor:
-        """:return: ``V(s_t)`` of every step of ``batch`` before the update, without a graph, evaluated
-        ``batch_size`` steps at a time, shape (N,)"""
-        n_steps = len(batch.episode_index)
+        """:return: ``V(s_t)`` of every step of ``batch`` before the update, without a graph, shape (N,)"""
+        return self._values_without_graph(len(batch.episode_index), lambda chunk: step_observations(batch, chunk))
+
+    def _values_without_graph(
+        self, n_observations: int, observations: Callable[[slice], np.ndarray | dict[str, np.ndarray]]
+    ) -> th.Tensor:
+        """:return: ``V`` of ``n_observations`` observations without a graph, ``batch_size`` at a time, shape
+        (n_observations,); ``observations(chunk)`` gives those of a slice of them"""
+        if n_observations == 0:
+            return th.zeros(0, device=self.device)
         with th.no_grad():
             return th.cat(
                 [
-                    self._chunk_values(step_observations(batch, slice(start, min(start + self.batch_size, n_steps))))
-                    for start in range(0, n_steps, self.batch_size)
+                    self._chunk_values(observations(slice(start, min(start + self.batch_size, n_observations))))
+                    for start in range(0, n_observations, self.batch_size)
                 ]
             )
