@@ -102,7 +102,8 @@ OPTIMIZE_MIN_PREFIX = len("--optimize")
 RUN_SEED_STRIDE = 1000
 
 NET_ARCH = {
-    # HAEPO only evaluates the actor: the value network is left empty
+    # The value network is left empty (HAEPO's time baseline reads no critic); with baseline="value" the converter
+    # gives it the actor's MLP
     "tiny": dict(pi=[64], vf=[]),
     "small": dict(pi=[64, 64], vf=[]),
     "medium": dict(pi=[256, 256], vf=[]),

@@ -327,10 +327,17 @@ def test_optimize_then_retrain_from_trial(tmp_path: Path) -> None:
     # The trial's HAEPO arguments (normalize_returns is sampled only with credit="episode"; the converter sets the
     # z-score that per-step credit takes)
     expected = haepo_zoo.convert_haepo_params(params)
+    # and the baseline, whose "value" gives the critic MLP the actor's size: the policy's net_arch is the converter's,
+    # not the bare preset (the random sampler draws either baseline, depending on the study's seed)
     keys = ["credit", "learning_rate", "n_episodes", "n_epochs", "minibatch_size", "clip_range", "gamma"]
-    for key in [*keys, "normalize_returns", "weight_ent_coef"]:
+    for key in [*keys, "normalize_returns", "weight_ent_coef", "baseline"]:
         assert config[key] == expected[key], key
-    assert config["policy_kwargs"]["net_arch"] == haepo_zoo.NET_ARCH[params["net_arch"]]
+    # vf_coef: None with a time baseline; with "value" it is not sampled and HAEPO's default applies
+    assert config.get("vf_coef") == expected.get("vf_coef")
+    assert config["policy_kwargs"]["net_arch"] == expected["policy_kwargs"]["net_arch"]
+    preset = haepo_zoo.NET_ARCH[params["net_arch"]]
+    assert config["policy_kwargs"]["net_arch"]["pi"] == preset["pi"]
+    assert config["policy_kwargs"]["net_arch"]["vf"] == (preset["pi"] if expected["baseline"] == "value" else preset["vf"])
 
 
 def run_workers_on_one_study(tmp_path: Path, storage: str, study_name: str, n_workers: int = 2, n_trials: int = 2) -> None:
