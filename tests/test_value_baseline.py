@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import IdentityEnv, SimpleMultiObsEnv
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -24,6 +25,7 @@ from sb3_haepo.common.buffers import step_observations
 from sb3_haepo.common.utils import (
     bootstrap_truncated_rewards,
     discounted_reward_to_go,
+    lambda_returns,
     value_baseline_advantages,
     value_regression_loss,
 )
@@ -110,6 +112,68 @@ def test_bootstrap_errors():
         bootstrap_truncated_rewards(th.zeros(3), th.tensor([1, 2]), th.tensor([True, False]), th.zeros(2), 0.9)
     with pytest.raises(ValueError, match=r"gamma must be"):
         bootstrap_truncated_rewards(th.zeros(1), th.tensor([1]), th.tensor([True]), th.zeros(1), 0.0)
+
+
+def test_lambda_returns_by_hand():
+    # Episodes of 3 and 2 steps, gamma 0.9, lambda 0.5: the last step's target is its reward, then
+    # G_t = r_t + 0.9 (0.5 V(s_{t+1}) + 0.5 G_{t+1})
+    rewards, values, lengths = th.tensor([1.0, 2.0, 3.0, 4.0, 5.0]), th.tensor([0.5, 0.1, 0.2, 0.3, 0.4]), th.tensor([3, 2])
+    second = 2.0 + 0.9 * (0.5 * 0.2 + 0.5 * 3.0)
+    expected = [1.0 + 0.9 * (0.5 * 0.1 + 0.5 * second), second, 3.0, 4.0 + 0.9 * (0.5 * 0.4 + 0.5 * 5.0), 5.0]
+    assert lambda_returns(rewards, values, lengths, 0.9, 0.5).tolist() == pytest.approx(expected)
+    assert expected == pytest.approx([2.593, 3.44, 3.0, 6.43, 5.0])
+    # lambda = 1: the Monte Carlo reward-to-go; lambda = 0: the one-step target r_t + gamma V(s_{t+1})
+    assert th.equal(lambda_returns(rewards, values, lengths, 0.9, 1.0), discounted_reward_to_go(rewards, lengths, 0.9))
+    one_step = [1.0 + 0.9 * 0.1, 2.0 + 0.9 * 0.2, 3.0, 4.0 + 0.9 * 0.4, 5.0]
+    assert lambda_returns(rewards, values, lengths, 0.9, 0.0).tolist() == pytest.approx(one_step)
+
+
+@pytest.mark.parametrize("gamma, gae_lambda", [(0.99, 0.95), (0.9, 0.0), (1.0, 0.8), (0.97, 1.0)])
+def test_lambda_returns_minus_values_are_sb3s_gae(gamma, gae_lambda):
+    """On episodes of random lengths, one after another in one env's stream, with truncated ones bootstrapped in
+    their last reward as SB3's PPO does: the lambda-returns minus V are SB3's RolloutBuffer advantages, and the
+    lambda-returns its returns."""
+    generator = th.Generator().manual_seed(0)
+    lengths = th.tensor([5, 1, 12, 3, 7])
+    n_steps = int(lengths.sum())
+    rewards, values = th.randn(n_steps, generator=generator), th.randn(n_steps, generator=generator)
+    truncated, final_values = th.tensor([True, False, True, False, False]), th.randn(2, generator=generator)
+    bootstrapped = bootstrap_truncated_rewards(rewards, lengths, truncated, final_values, gamma)
+    buffer = RolloutBuffer(n_steps, spaces.Box(-1, 1, (1,)), spaces.Discrete(2), gamma=gamma, gae_lambda=gae_lambda)
+    starts = th.zeros(n_steps)
+    starts[lengths.cumsum(0)[:-1]] = 1.0
+    starts[0] = 1.0
+    for t in range(n_steps):
+        buffer.add(
+            np.zeros((1, 1)),
+            np.zeros((1, 1)),
+            bootstrapped[t : t + 1].numpy(),
+            starts[t : t + 1].numpy(),
+            values[t : t + 1],
+            th.zeros(1),
+        )
+    buffer.compute_returns_and_advantage(th.zeros(1), np.ones(1))
+    targets = lambda_returns(bootstrapped, values, lengths, gamma, gae_lambda)
+    assert np.allclose((targets - values).numpy(), buffer.advantages.ravel(), atol=1e-5)
+    assert np.allclose(targets.numpy(), buffer.returns.ravel(), atol=1e-5)
+
+
+def test_lambda_returns_stay_finite_for_long_episodes():
+    # 10^5 steps with gamma = 1: no power of gamma * lambda is formed, the recursion only adds
+    n_steps = 100_000
+    targets = lambda_returns(th.ones(n_steps), th.full((n_steps,), 50.0), th.tensor([n_steps]), 1.0, 0.99)
+    assert th.isfinite(targets).all()
+    # Far from the end the target settles where x = 1 + 0.01 * 50 = 1.5 summed with 0.99^l: 150
+    assert targets[0].item() == pytest.approx(150.0, rel=1e-4) and targets[-1].item() == 1.0
+
+
+def test_lambda_returns_errors():
+    with pytest.raises(ValueError, match=r"gae_lambda must be"):
+        lambda_returns(th.zeros(2), th.zeros(2), th.tensor([2]), 0.9, 1.5)
+    with pytest.raises(ValueError, match=r"rewards and values must have the same shape \(n_steps,\), got \(2,\) and \(3,\)"):
+        lambda_returns(th.zeros(2), th.zeros(3), th.tensor([2]), 0.9, 0.5)
+    with pytest.raises(ValueError, match=r"The episode lengths sum to 3 but there are 2 rewards"):
+        lambda_returns(th.zeros(2), th.zeros(2), th.tensor([3]), 0.9, 0.5)
 
 
 class CounterEnv(gym.Env):
@@ -223,6 +287,25 @@ def test_update_uses_the_reward_to_go_against_the_value_head_at_its_start(monkey
     assert not th.allclose(values_of(model, observations), seen["values"])
 
 
+def test_update_with_gae_lambda_uses_the_lambda_returns(monkeypatch):
+    """With gae_lambda=0.8 the value head's targets (and so the advantages' deviations, before the z-score) are the
+    lambda-returns of the bootstrapped rewards under the value head at the update's start: PPO's GAE."""
+    env = make_vec_env("CartPole-v1", n_envs=2, env_kwargs={"max_episode_steps": 20}, seed=0)
+    model, seen = first_update(monkeypatch, gamma=0.9, gae_lambda=0.8, env=env)
+    assert model.gae_lambda == 0.8
+    batch = seen["batch"]
+    truncated = th.as_tensor(batch.truncated)
+    finals = [batch.final_observations[k] for k in np.flatnonzero(batch.truncated)]
+    rewards = bootstrap_truncated_rewards(
+        batch.rewards, batch.lengths, truncated, values_of(seen["initial"], np.stack(finals)), 0.9
+    )
+    observations = step_observations(batch, slice(0, len(batch.episode_index)))
+    values = values_of(seen["initial"], observations)
+    expected = lambda_returns(rewards, values, batch.lengths, 0.9, 0.8)
+    assert th.allclose(seen["reward_to_go"], expected, atol=1e-5)
+    assert not th.allclose(seen["reward_to_go"], discounted_reward_to_go(rewards, batch.lengths, 0.9), atol=1e-3)
+
+
 def test_value_head_error_on_the_group_falls(monkeypatch):
     """Four epochs of minibatch steps regress the value head on the group's reward-to-go (gradients unclipped here):
     its squared error there falls by more than half, and the logged train/value_loss, the mean squared error over
@@ -329,6 +412,8 @@ def test_learns_identity_env():
         ({"baseline": "value", "minibatch_size": None, "clip_range": None}, r"give a minibatch_size or a clip_range"),
         ({"vf_coef": 0.5}, r"vf_coef=0.5 weights the value head's loss of baseline='value', got baseline='time'"),
         ({"baseline": "value", "vf_coef": 0.0}, r"vf_coef must be"),
+        ({"gae_lambda": 0.95}, r"gae_lambda=0.95 mixes the value head's estimates .* got baseline='time'"),
+        ({"baseline": "value", "gae_lambda": 1.5}, r"gae_lambda must be"),
     ],
 )
 def test_errors(kwargs, match):
@@ -337,9 +422,9 @@ def test_errors(kwargs, match):
 
 
 def test_save_load_keeps_the_option_and_the_value_head(tmp_path, monkeypatch):
-    model, seen = first_update(monkeypatch, vf_coef=0.25)
+    model, seen = first_update(monkeypatch, vf_coef=0.25, gae_lambda=0.9)
     model.save(tmp_path / "model")
     loaded = HAEPO.load(tmp_path / "model", env=model.get_env())
-    assert loaded.baseline == "value" and loaded.vf_coef == 0.25
+    assert (loaded.baseline, loaded.vf_coef, loaded.gae_lambda) == ("value", 0.25, 0.9)
     observations = step_observations(seen["batch"], slice(0, 50))
     assert th.equal(values_of(loaded, observations), values_of(model, observations))

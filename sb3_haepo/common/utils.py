@@ -315,6 +315,50 @@ def bootstrap_truncated_rewards(
     return bootstrapped
 
 
+def lambda_returns(
+    rewards: th.Tensor, values: th.Tensor, episode_lengths: th.Tensor, gamma: float, gae_lambda: float
+) -> th.Tensor:
+    """
+    The lambda-returns of every step (``baseline="value"`` with ``gae_lambda``, docs/METHOD.md section 17.3), the
+    value head's targets; minus ``V(s_t)`` they are the generalised advantage estimates of PPO (GAE).
+
+    .. math::
+
+        G^\\lambda_{k,t} = r_{k,t} + \\gamma \\big((1 - \\lambda) V(s_{k,t+1}) + \\lambda G^\\lambda_{k,t+1}\\big),
+        \\qquad G^\\lambda_{k,T_k-1} = r_{k,T_k-1}
+
+    with the rewards as :func:`bootstrap_truncated_rewards` leaves them (a truncated episode's last reward already
+    holds ``gamma V(s_T)``, a terminated one's next value is 0). Then ``G^lambda - V`` is
+    ``sum_l (gamma lambda)^l delta_{t+l}`` with ``delta_t = r_t + gamma V(s_{t+1}) - V(s_t)``, SB3's GAE.
+    ``gae_lambda = 1`` gives the Monte Carlo reward-to-go (:func:`discounted_reward_to_go`), ``0`` the one-step
+    target ``r_t + gamma V(s_{t+1})``. Computed as the reward-to-go of ``x_t = r_t + gamma (1 - lambda) V(s_{t+1})``
+    with the discount ``gamma lambda``, so it stays finite for any episode length.
+
+    :param rewards: ``r`` of every step (bootstrapped), ordered episode by episode, each in time order, shape (N,)
+    :param values: ``V(s_{k,t})`` of every step before the update, shape (N,), no gradient
+    :param episode_lengths: ``T_k`` (>= 1), shape (M,), summing to N
+    :param gamma: the per-step discount, in (0, 1]
+    :param gae_lambda: ``lambda``, in [0, 1]
+    :return: ``G^lambda``, shape (N,), float32, on the device of ``rewards``
+    """
+    check_real("gamma", gamma, 0.0, 1.0, low_open=True)
+    check_real("gae_lambda", gae_lambda, 0.0, 1.0)
+    if rewards.ndim != 1 or rewards.shape != values.shape:
+        raise ValueError(
+            f"rewards and values must have the same shape (n_steps,), got {tuple(rewards.shape)} and " f"{tuple(values.shape)}"
+        )
+    if int(episode_lengths.sum()) != len(rewards):
+        raise ValueError(f"The episode lengths sum to {int(episode_lengths.sum())} but there are {len(rewards)} rewards")
+    next_values = th.zeros(len(values), dtype=th.float64, device=rewards.device)
+    next_values[:-1] = values.detach()[1:].to(th.float64)
+    # An episode's last step has no next value here (terminated: 0; truncated: in the bootstrapped reward)
+    next_values[episode_lengths.cumsum(0).to(rewards.device) - 1] = 0.0
+    inputs = rewards.detach().to(th.float64) + gamma * (1.0 - gae_lambda) * next_values
+    if gamma * gae_lambda == 0.0:
+        return inputs.to(th.float32)
+    return discounted_reward_to_go(inputs, episode_lengths, gamma * gae_lambda)
+
+
 def value_regression_loss(values: th.Tensor, targets: th.Tensor, vf_coef: float, n_steps: int | None = None) -> th.Tensor:
     """
     The value head's regression term of ``baseline="value"`` (docs/METHOD.md section 17):

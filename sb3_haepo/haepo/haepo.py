@@ -30,12 +30,12 @@ from sb3_haepo.common.utils import (
     bootstrap_truncated_rewards,
     clipped_step_loss,
     default_target_weight_entropy,
-    discounted_reward_to_go,
     episode_length_factors,
     epoch_minibatch_size,
     haepo_loss,
     haepo_score_gradient,
     has_return_signal,
+    lambda_returns,
     normalize_returns,
     parse_adaptive_coef,
     policy_entropy_loss,
@@ -50,6 +50,39 @@ from sb3_haepo.common.utils import (
     weight_diagnostics,
 )
 from sb3_haepo.haepo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+
+
+def _check_baseline(
+    baseline: str,
+    credit: str,
+    minibatch_size: int | None,
+    clip_range: float | Schedule | None,
+    vf_coef: float | None,
+    gae_lambda: float,
+) -> None:
+    """Refuse a ``baseline`` with options it cannot take (docs/METHOD.md section 17): the value baseline needs per-step
+    credit and the minibatch update; ``vf_coef`` and ``gae_lambda`` belong to it."""
+    if baseline not in BASELINE_OPTIONS:
+        raise ValueError(f"Unknown baseline {baseline!r}, allowed: {BASELINE_OPTIONS}")
+    if baseline == "value" and credit != "reward_to_go":
+        raise ValueError(
+            f"baseline='value' is the baseline of credit='reward_to_go' (each step's reward-to-go against the "
+            f"value of its state), got credit={credit!r}"
+        )
+    if baseline == "value" and minibatch_size is None and clip_range is None:
+        raise ValueError(
+            "baseline='value' trains the value head in the minibatch steps of the clipped surrogate: give a "
+            "minibatch_size or a clip_range (the exact update, minibatch_size=None with clip_range=None, has none)"
+        )
+    check_optional_real("vf_coef", vf_coef, 0.0, low_open=True, why_none=f"{DEFAULT_VF_COEF} with baseline='value'")
+    if vf_coef is not None and baseline != "value":
+        raise ValueError(f"vf_coef={vf_coef!r} weights the value head's loss of baseline='value', got baseline={baseline!r}")
+    check_real("gae_lambda", gae_lambda, 0.0, 1.0)
+    if gae_lambda != 1.0 and baseline != "value":
+        raise ValueError(
+            f"gae_lambda={gae_lambda!r} mixes the value head's estimates into the targets of baseline='value', "
+            f"got baseline={baseline!r} (its reward-to-go is Monte Carlo: gae_lambda=1)"
+        )
 
 
 class ValueStats(NamedTuple):
@@ -236,6 +269,10 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         ``clip_range``).
     :param vf_coef: With ``baseline="value"``: the coefficient of the value head's squared-error loss (> 0).
         None: 0.5 (PPO's default). Refused with ``baseline="time"``.
+    :param gae_lambda: With ``baseline="value"``: PPO's ``gae_lambda``, in [0, 1]. The value head's targets are the
+        lambda-returns (docs/METHOD.md section 17.3), so each step's advantage before the z-score is PPO's generalised
+        advantage estimate. 1 (default): the Monte Carlo reward-to-go ``G_t``. Refused (other than 1) with
+        ``baseline="time"``.
     :param max_episode_steps: Guard against envs that never end: an episode that reaches this length without
         ``done`` is cut and closed as truncated (counted in ``rollout/n_cut_episodes``)
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action noise
@@ -294,6 +331,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         credit_weighting: CreditWeighting = "episode",
         baseline: Baseline = "time",
         vf_coef: float | None = None,
+        gae_lambda: float = 1.0,
         max_episode_steps: int = 100_000,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
@@ -346,23 +384,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 f"trajectory_score='mean' (with the sum score every step already counts the same), got "
                 f"credit={credit!r} and trajectory_score={trajectory_score!r}"
             )
-        if baseline not in BASELINE_OPTIONS:
-            raise ValueError(f"Unknown baseline {baseline!r}, allowed: {BASELINE_OPTIONS}")
-        if baseline == "value" and credit != "reward_to_go":
-            raise ValueError(
-                f"baseline='value' is the baseline of credit='reward_to_go' (each step's reward-to-go against the "
-                f"value of its state), got credit={credit!r}"
-            )
-        if baseline == "value" and minibatch_size is None and clip_range is None:
-            raise ValueError(
-                "baseline='value' trains the value head in the minibatch steps of the clipped surrogate: give a "
-                "minibatch_size or a clip_range (the exact update, minibatch_size=None with clip_range=None, has none)"
-            )
-        check_optional_real("vf_coef", vf_coef, 0.0, low_open=True, why_none=f"{DEFAULT_VF_COEF} with baseline='value'")
-        if vf_coef is not None and baseline != "value":
-            raise ValueError(
-                f"vf_coef={vf_coef!r} weights the value head's loss of baseline='value', got baseline={baseline!r}"
-            )
+        _check_baseline(baseline, credit, minibatch_size, clip_range, vf_coef, gae_lambda)
         check_real("min_return_std", min_return_std, 0.0)
         if min_return_std > 0 and normalize_returns != "zscore":
             raise ValueError(
@@ -403,6 +425,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         self.credit_weighting = credit_weighting
         self.baseline = baseline
         self.vf_coef = (DEFAULT_VF_COEF if vf_coef is None else float(vf_coef)) if baseline == "value" else 0.0
+        self.gae_lambda = float(gae_lambda)
         # Groups (and their steps) skipped by skip_tied_groups, over the model's life
         self._n_skipped_groups = 0
         self._n_skipped_steps = 0
@@ -454,7 +477,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         # Normalised returns Rn_k (M,), and with per-step credit the advantages A_{k,t} (N; read in place when streamed)
         norm_returns = normalize_returns(group.returns, self.normalize_returns, min_std=self.min_return_std)
         advantages = None
-        # With baseline="value": the value head's regression targets G_t (N,)
+        # With baseline="value": the value head's regression targets G_t, or the lambda-returns (N,)
         value_targets: th.Tensor | None = None
         if per_step_credit and isinstance(group, GroupView):
             group.compute_advantages(self.gamma, self.batch_size, min_std=self.min_return_std)
@@ -469,8 +492,9 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                     self._final_values(group),
                     self.gamma,
                 )
-                value_targets = discounted_reward_to_go(rewards, group.lengths, self.gamma)
-                advantages = value_baseline_advantages(value_targets, self._step_values(group), min_std=self.min_return_std)
+                values = self._step_values(group)
+                value_targets = lambda_returns(rewards, values, group.lengths, self.gamma, self.gae_lambda)
+                advantages = value_baseline_advantages(value_targets, values, min_std=self.min_return_std)
             else:
                 advantages = reward_to_go_advantages(group.rewards, group.lengths, self.gamma, min_std=self.min_return_std)
             if self.credit_weighting == "step":
