@@ -402,8 +402,8 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
     (``--storage/--study-name/--trial-id``). ``batch_size`` is not sampled: it only bounds the memory of the
     gradient computation and does not change the gradient. Only combinations HAEPO accepts are sampled
     (``normalize_returns`` with episode credit, ``credit_weighting`` with per-step credit and the mean score,
-    ``baseline`` with per-step credit and the minibatch update), and the converter overrides a yml entry's values of
-    those where the trial's credit or score would make them invalid:
+    ``baseline`` with per-step credit and the minibatch update, ``gae_lambda`` with the value baseline), and the
+    converter overrides a yml entry's values of those where the trial's credit or score would make them invalid:
     the zoo builds the trial's model outside its error handling, so a ``ValueError`` there would stop the study. The
     trial records which worker ran it (user attribute ``worker``:
     ``host:pid``), which shows how the trials of a distributed study were shared. The learning rate is constant or
@@ -448,6 +448,9 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
         if sampled_params["minibatch_size"] is not None or sampled_params["clip_range"] is not None:
             # The baseline of per-step credit (docs/METHOD.md section 17): a learned value needs the minibatch update
             sampled_params["baseline"] = trial.suggest_categorical("baseline", ["time", "value"])
+            if sampled_params["baseline"] == "value":
+                # PPO's GAE over the value head (the zoo's PPO sampler's choices; 1: Monte Carlo targets)
+                sampled_params["gae_lambda"] = trial.suggest_categorical("gae_lambda", [0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0])
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     if n_actions > 0:
         # Gaussian policy: initial exploration noise
@@ -474,9 +477,9 @@ def convert_haepo_params(params: dict[str, Any]) -> dict[str, Any]:
         normalisation it takes, so that a yml entry's ``normalize_returns`` cannot make the trial invalid),
         ``credit_weighting="episode"`` where the trial has a credit but did not sample the weighting (episode credit,
         the sum score, or a study made before it was sampled), so that a yml entry's ``"step"`` cannot make the trial
-        invalid or change an old trial, likewise ``baseline="time"`` (with ``vf_coef=None``) where it did not sample
-        the baseline (episode credit, the exact update, or an older study), a critic MLP of the actor's size with
-        ``baseline="value"`` (the ``net_arch`` presets have none), and
+        invalid or change an old trial, likewise ``baseline="time"`` (with ``vf_coef=None``, ``gae_lambda=1``) where it
+        did not sample the baseline (episode credit, the exact update, or an older study), a critic MLP of the actor's
+        size with ``baseline="value"`` (the ``net_arch`` presets have none), and
         ``learning_rate`` as the zoo's ``"lin_<rate>"`` string when ``lr_schedule`` is ``"linear"`` (the zoo turns it
         into a schedule when it re-trains from a trial; trials of studies made before ``lr_schedule`` was sampled
         have a constant rate)
@@ -491,8 +494,9 @@ def convert_haepo_params(params: dict[str, Any]) -> dict[str, Any]:
         hyperparams.setdefault("credit_weighting", "episode")
         hyperparams.setdefault("baseline", "time")
         if hyperparams["baseline"] == "time":
-            # vf_coef is not sampled: override a yml entry's, which a time baseline refuses
+            # vf_coef and gae_lambda belong to the value baseline: override a yml entry's, which a time baseline refuses
             hyperparams["vf_coef"] = None
+            hyperparams["gae_lambda"] = 1.0
     policy_kwargs: dict[str, Any] = {}
     if "net_arch" in hyperparams:
         net_arch = NET_ARCH[hyperparams.pop("net_arch")]

@@ -244,7 +244,8 @@ def test_eval_callback_with_vec_normalize_ends_in_sync(tmp_path):
         (DPO, "clip_range", None),
         (GRPO, "normalize_advantage", None),
         (HAEPO, "normalize_advantage", "normalize_returns"),
-        (HAEPO, "gae_lambda", None),
+        (GRPO, "gae_lambda", None),
+        (DPO, "gae_lambda", None),
         (GRPO, "vf_coef", None),
         (DPO, "clip_range_vf", None),
     ],
@@ -262,9 +263,12 @@ def test_ppo_arguments_name_their_counterpart(algo, name, counterpart):
 def test_unknown_arguments_keep_python_error():
     with pytest.raises(TypeError, match=r"__init__\(\) got an unexpected keyword argument 'not_an_argument'"):
         HAEPO("MlpPolicy", "CartPole-v1", not_an_argument=1)
-    # GRPO's own clip_range and HAEPO's own ent_coef (its policy-entropy bonus) are accepted
+    # GRPO's own clip_range and HAEPO's own ent_coef (its policy-entropy bonus), vf_coef and gae_lambda (its value
+    # baseline's) are accepted
     assert GRPO("MlpPolicy", "CartPole-v1", clip_range=0.1, _init_setup_model=False).clip_range == 0.1
     assert HAEPO("MlpPolicy", "CartPole-v1", ent_coef=0.1, _init_setup_model=False).ent_coef == 0.1
+    model = HAEPO("MlpPolicy", "CartPole-v1", baseline="value", vf_coef=0.1, gae_lambda=0.9, _init_setup_model=False)
+    assert (model.vf_coef, model.gae_lambda) == (0.1, 0.9)
 
 
 @pytest.mark.parametrize("algo", ALGOS)

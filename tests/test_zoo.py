@@ -660,6 +660,9 @@ def test_sampler_and_converter() -> None:
             minibatch_update = (trial.params["minibatch_size"], trial.params["clip_range"]) != (None, None)
             assert ("baseline" in trial.params) == (trial.params["credit"] == "reward_to_go" and minibatch_update)
             assert kwargs["baseline"] == trial.params.get("baseline", "time")
+            # gae_lambda is sampled with the value baseline only, and is 1 (Monte Carlo) otherwise
+            assert ("gae_lambda" in trial.params) == (kwargs["baseline"] == "value")
+            assert kwargs.get("gae_lambda", 1.0) == trial.params.get("gae_lambda", 1.0)
             critic = kwargs["policy_kwargs"]["net_arch"]["vf"]
             assert critic == (kwargs["policy_kwargs"]["net_arch"]["pi"] if kwargs["baseline"] == "value" else [])
             baselines.add(kwargs["baseline"])
@@ -696,21 +699,23 @@ def test_trials_stay_valid_over_an_entry_with_a_value_baseline(credit: str, mini
     """
     A yml entry with a learned baseline and its vf_coef: every credit and update the sampler can propose still builds
     a model; a trial that did not sample the baseline gets the time baseline (and no vf_coef), not the entry's
-    values, and one that sampled the value baseline keeps the entry's vf_coef and gets a critic MLP.
+    values, and one that sampled the value baseline keeps the entry's vf_coef and gae_lambda (a trial of a study made
+    before gae_lambda was sampled) or its own gae_lambda, and gets a critic MLP.
     """
-    entry = {"baseline": "value", "vf_coef": 0.25}
+    entry = {"baseline": "value", "vf_coef": 0.25, "gae_lambda": 0.9}
 
     def model_from(params: dict[str, Any]) -> HAEPO:
         return HAEPO("MlpPolicy", "CartPole-v1", **{**entry, **haepo_zoo.convert_haepo_params(params)})
 
     params = {"credit": credit, "minibatch_size": minibatch_size, "clip_range": None, "net_arch": "small"}
     model = model_from(params)
-    assert (model.baseline, model.vf_coef) == ("time", 0.0)
+    assert (model.baseline, model.vf_coef, model.gae_lambda) == ("time", 0.0, 1.0)
     assert model.policy.net_arch == dict(pi=[64, 64], vf=[])
     if credit == "reward_to_go" and minibatch_size is not None:
         model = model_from({**params, "baseline": "value"})
-        assert (model.baseline, model.vf_coef) == ("value", 0.25)
+        assert (model.baseline, model.vf_coef, model.gae_lambda) == ("value", 0.25, 0.9)
         assert model.policy.net_arch == dict(pi=[64, 64], vf=[64, 64])
+        assert model_from({**params, "baseline": "value", "gae_lambda": 0.95}).gae_lambda == 0.95
 
 
 def test_register() -> None:

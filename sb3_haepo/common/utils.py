@@ -319,7 +319,7 @@ def lambda_returns(
     rewards: th.Tensor, values: th.Tensor, episode_lengths: th.Tensor, gamma: float, gae_lambda: float
 ) -> th.Tensor:
     """
-    The lambda-returns of every step (``baseline="value"`` with ``gae_lambda``, docs/METHOD.md section 17.3), the
+    The lambda-returns of every step (``baseline="value"`` with ``gae_lambda``, docs/METHOD.md section 17), the
     value head's targets; minus ``V(s_t)`` they are the generalised advantage estimates of PPO (GAE).
 
     .. math::

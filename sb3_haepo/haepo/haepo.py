@@ -270,7 +270,7 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
     :param vf_coef: With ``baseline="value"``: the coefficient of the value head's squared-error loss (> 0).
         None: 0.5 (PPO's default). Refused with ``baseline="time"``.
     :param gae_lambda: With ``baseline="value"``: PPO's ``gae_lambda``, in [0, 1]. The value head's targets are the
-        lambda-returns (docs/METHOD.md section 17.3), so each step's advantage before the z-score is PPO's generalised
+        lambda-returns (docs/METHOD.md section 17), so each step's advantage before the z-score is PPO's generalised
         advantage estimate. 1 (default): the Monte Carlo reward-to-go ``G_t``. Refused (other than 1) with
         ``baseline="time"``.
     :param max_episode_steps: Guard against envs that never end: an episode that reaches this length without
