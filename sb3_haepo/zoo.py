@@ -449,7 +449,7 @@ def sample_haepo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, addi
             # The baseline of per-step credit (docs/METHOD.md section 17): a learned value needs the minibatch update
             sampled_params["baseline"] = trial.suggest_categorical("baseline", ["time", "value"])
             if sampled_params["baseline"] == "value":
-                # PPO's GAE over the value head (the zoo's PPO sampler's choices; 1: Monte Carlo targets)
+                # PPO's GAE over the value head, a grid from 0.8 to 1 (1: the Monte Carlo reward-to-go)
                 sampled_params["gae_lambda"] = trial.suggest_categorical("gae_lambda", [0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0])
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     if n_actions > 0:

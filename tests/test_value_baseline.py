@@ -291,6 +291,14 @@ def test_update_with_gae_lambda_uses_the_lambda_returns(monkeypatch):
     """With gae_lambda=0.8 the value head's targets (and so the advantages' deviations, before the z-score) are the
     lambda-returns of the bootstrapped rewards under the value head at the update's start: PPO's GAE."""
     env = make_vec_env("CartPole-v1", n_envs=2, env_kwargs={"max_episode_steps": 20}, seed=0)
+    targets = []
+    original_loss = haepo_module.value_regression_loss
+
+    def loss_spy(values, step_targets, vf_coef, n_steps=None):
+        targets.append(step_targets.clone())
+        return original_loss(values, step_targets, vf_coef, n_steps)
+
+    monkeypatch.setattr(haepo_module, "value_regression_loss", loss_spy)
     model, seen = first_update(monkeypatch, gamma=0.9, gae_lambda=0.8, env=env)
     assert model.gae_lambda == 0.8
     batch = seen["batch"]
@@ -304,6 +312,11 @@ def test_update_with_gae_lambda_uses_the_lambda_returns(monkeypatch):
     expected = lambda_returns(rewards, values, batch.lengths, 0.9, 0.8)
     assert th.allclose(seen["reward_to_go"], expected, atol=1e-5)
     assert not th.allclose(seen["reward_to_go"], discounted_reward_to_go(rewards, batch.lengths, 0.9), atol=1e-3)
+    # The value head is regressed on the same lambda-returns: each epoch's minibatches hold every step's target once
+    n_steps = len(batch.episode_index)
+    epochs = th.cat(targets).reshape(model.n_epochs, n_steps)
+    for epoch_targets in epochs:
+        assert th.allclose(epoch_targets.sort().values, expected.sort().values, atol=1e-5)
 
 
 def test_value_head_error_on_the_group_falls(monkeypatch):

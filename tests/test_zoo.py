@@ -255,7 +255,7 @@ def test_train_ppo(tmp_path: Path) -> None:
     assert (log_folder / "ppo" / "CartPole-v1_1" / "evaluations.npz").is_file()
 
 
-def _optimize_args(log_folder: Path, storage: str, study_name: str, n_trials: int = 2) -> list[str]:
+def _optimize_args(log_folder: Path, storage: str, study_name: str, n_trials: int = 2, seed: int | None = None) -> list[str]:
     return [
         "train",
         "--algo",
@@ -288,18 +288,22 @@ def _optimize_args(log_folder: Path, storage: str, study_name: str, n_trials: in
         storage,
         "--study-name",
         study_name,
+        *(["--seed", str(seed)] if seed is not None else []),
     ]
 
 
 def test_optimize_then_retrain_from_trial(tmp_path: Path) -> None:
     log_folder = tmp_path / "logs"
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    run_zoo(_optimize_args(log_folder, storage, "haepo-test"), cwd=tmp_path)
+    # Seed 6: the random sampler's trial 1 draws the value baseline (with gae_lambda 0.98), the branch of the
+    # converter that changes the policy's net_arch
+    run_zoo(_optimize_args(log_folder, storage, "haepo-test", seed=6), cwd=tmp_path)
     study = optuna.load_study(study_name="haepo-test", storage=storage)
     assert len(study.trials) == 2
     assert list(log_folder.glob("haepo/report_CartPole-v1_2-trials-600-random-median_*.csv"))
     # Re-train with the hyperparameters of trial 1 (the zoo ignores --trial-id 0, see the RL Zoo section of the README)
     params = study.trials[1].params
+    assert (params["baseline"], params["gae_lambda"]) == ("value", 0.98)
     run_zoo(
         [
             "train",
@@ -328,9 +332,9 @@ def test_optimize_then_retrain_from_trial(tmp_path: Path) -> None:
     # z-score that per-step credit takes)
     expected = haepo_zoo.convert_haepo_params(params)
     # and the baseline, whose "value" gives the critic MLP the actor's size: the policy's net_arch is the converter's,
-    # not the bare preset (the random sampler draws either baseline, depending on the study's seed)
+    # not the bare preset
     keys = ["credit", "learning_rate", "n_episodes", "n_epochs", "minibatch_size", "clip_range", "gamma"]
-    for key in [*keys, "normalize_returns", "weight_ent_coef", "baseline"]:
+    for key in [*keys, "normalize_returns", "weight_ent_coef", "baseline", "gae_lambda"]:
         assert config[key] == expected[key], key
     # vf_coef: None with a time baseline; with "value" it is not sampled and HAEPO's default applies
     assert config.get("vf_coef") == expected.get("vf_coef")

@@ -174,7 +174,7 @@ class EpisodicOnPolicyAlgorithm(OnPolicyAlgorithm):
             learning_rate=learning_rate,
             n_steps=1,  # unused: rollouts end on a number of complete episodes (n_episodes), not of steps
             gamma=gamma,
-            gae_lambda=1.0,  # unused: no critic, returns are Monte Carlo episode returns
+            gae_lambda=1.0,  # unused: no critic, returns are Monte Carlo (HAEPO sets its own for baseline="value")
             ent_coef=0.0,  # unused: the episodic algorithms define their own regularisers
             vf_coef=0.0,  # unused: no critic
             max_grad_norm=max_grad_norm,

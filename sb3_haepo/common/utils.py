@@ -266,9 +266,11 @@ def value_baseline_advantages(
     time-indexed baseline of :func:`reward_to_go_advantages`, the advantages have a mean of 0 over the group, a group
     with no variation gives 0 everywhere (never NaN), and ``min_std`` floors the divisor in the rewards' units.
     Unlike it, the baseline depends on the state, so two episodes at the same time in different states are compared
-    with different expectations (PPO's critic, regressed here on the Monte Carlo ``G``, not bootstrapped).
+    with different expectations (PPO's critic). With ``gae_lambda < 1`` ``G`` is the lambda-return
+    (:func:`lambda_returns`) and ``d`` PPO's GAE.
 
-    :param reward_to_go: ``G_{k,t}`` of every step (:func:`discounted_reward_to_go`), shape (N,)
+    :param reward_to_go: ``G_{k,t}`` of every step (:func:`discounted_reward_to_go` of the bootstrapped rewards, or
+        :func:`lambda_returns`), shape (N,)
     :param values: ``V(s_{k,t})`` of every step under the value head before the update, shape (N,), no gradient
     :param eps: guard against division by zero
     :param min_std: ``sigma_min``, the floor of the divisor, in the rewards' units (>= 0; 0: plain z-score)
@@ -353,6 +355,9 @@ def lambda_returns(
     next_values[:-1] = values.detach()[1:].to(th.float64)
     # An episode's last step has no next value here (terminated: 0; truncated: in the bootstrapped reward)
     next_values[episode_lengths.cumsum(0).to(rewards.device) - 1] = 0.0
+    if gae_lambda == 1.0:
+        # The Monte Carlo reward-to-go: the values take no part
+        return discounted_reward_to_go(rewards.detach(), episode_lengths, gamma)
     inputs = rewards.detach().to(th.float64) + gamma * (1.0 - gae_lambda) * next_values
     if gamma * gae_lambda == 0.0:
         return inputs.to(th.float32)
@@ -363,7 +368,7 @@ def value_regression_loss(values: th.Tensor, targets: th.Tensor, vf_coef: float,
     """
     The value head's regression term of ``baseline="value"`` (docs/METHOD.md section 17):
     ``vf_coef * (1 / N) sum_t (V(s_t) - G_t)^2`` over the ``N`` steps of a group, PPO's value loss without clipping,
-    on the Monte Carlo reward-to-go ``G``.
+    on the (bootstrapped) reward-to-go ``G``, or the lambda-returns with ``gae_lambda < 1``.
 
     It is a sum over steps, so it splits over chunks and minibatches as :func:`policy_entropy_loss` does: the terms
     of any partition of the steps, each with the same ``n_steps = N``, add up to the whole group's term.

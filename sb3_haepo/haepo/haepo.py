@@ -81,7 +81,8 @@ def _check_baseline(
     if gae_lambda != 1.0 and baseline != "value":
         raise ValueError(
             f"gae_lambda={gae_lambda!r} mixes the value head's estimates into the targets of baseline='value', "
-            f"got baseline={baseline!r} (its reward-to-go is Monte Carlo: gae_lambda=1)"
+            f"got baseline={baseline!r}: use baseline='value', or gae_lambda=1 (the time baseline's Monte Carlo "
+            "reward-to-go)"
         )
 
 
@@ -263,7 +264,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
     :param baseline: With ``credit="reward_to_go"``: what each step's reward-to-go ``G_t`` is compared with.
         ``"time"`` (default, critic-free): the group's mean reward-to-go at the same time step. ``"value"``: the
         policy's value head ``V(s_t)`` at the start of the update, trained on the group's ``G_t`` in the same minibatch
-        steps (PPO's critic with Monte Carlo returns), its gradient clipped on its own (docs/METHOD.md section 17).
+        steps (PPO's critic with Monte Carlo returns, or GAE with ``gae_lambda``), its gradient clipped on its own
+        (docs/METHOD.md section 17).
         Truncated episodes are bootstrapped with ``gamma * V(s_T)``. Without a ``net_arch``, MlpPolicy and
         MultiInputPolicy then get SB3's 64x64 critic MLP. Needs the minibatch update (``minibatch_size`` or
         ``clip_range``).
@@ -288,7 +290,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to be passed to the policy on creation. Without ``net_arch``,
-        MlpPolicy and MultiInputPolicy get ``dict(pi=[64, 64], vf=[])``: SB3's default actor and no critic MLP.
+        MlpPolicy and MultiInputPolicy get ``dict(pi=[64, 64], vf=[])``: SB3's default actor and no critic MLP
+        (``vf=[64, 64]``, SB3's default critic, with ``baseline="value"``).
     :param verbose: Verbosity level: 0 for no output, 1 for info messages (such as device or wrappers used), 2 for
         debug messages
     :param seed: Seed for the pseudo random generators
@@ -656,7 +659,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
 
         :param coefs: ``(weight_ent_coef, ref_kl_coef)`` of this update
         :param start_log_probs: ``log pi(a_t|s_t)`` at the update's start (None at the first epoch, which sets them)
-        :param value_targets: with ``baseline="value"``, the value head's targets ``G_t`` (N,), else None
+        :param value_targets: with ``baseline="value"``, the value head's targets ``G_t`` or lambda-returns (N,),
+            else None
         """
         weight_ent_coef, ref_kl_coef = coefs
         exact = self.minibatch_size is None and self.clip_range is None
