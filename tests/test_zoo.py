@@ -512,14 +512,15 @@ def test_yml_cartpole_entry_is_the_defaults_with_a_decaying_rate(tmp_path: Path)
     model.get_env().close()
 
 
-def test_yml_lunarlander_entry_has_a_learned_baseline_and_weights_every_step_alike_in_16_episode_groups(
+def test_yml_lunarlander_entry_has_a_learned_baseline_with_gae_and_weights_every_step_alike_in_16_episode_groups(
     tmp_path: Path,
 ) -> None:
     """
-    haepo.yml's LunarLander entry (docs/LEARNING.md entries 46, 58 and 59) reaches the model as documented: the zoo
-    PPO's 16 envs, no observation normalisation, groups of 16 episodes, every step's advantage counting the same
+    haepo.yml's LunarLander entry (docs/LEARNING.md entries 46, 58, 59 and 61) reaches the model as documented: the
+    zoo PPO's 16 envs, no observation normalisation, groups of 16 episodes, every step's advantage counting the same
     (credit_weighting 'step'), the default rate 1e-3 decaying linearly to 0, a learned state-value baseline with
-    SB3's 64x64 critic and PPO's vf_coef, and HAEPO's defaults for everything else.
+    SB3's 64x64 critic and PPO's vf_coef, the zoo PPO's gamma 0.999 and GAE lambda 0.98, and HAEPO's defaults for
+    everything else.
     """
     env_id = "LunarLander-v3"
     _needs_box2d(env_id)
@@ -531,17 +532,20 @@ def test_yml_lunarlander_entry_has_a_learned_baseline_and_weights_every_step_ali
         "credit_weighting": "step",
         "learning_rate": "lin_0.001",
         "baseline": "value",
+        "gamma": 0.999,
+        "gae_lambda": 0.98,
     }
     model, defaults = bundled_entry_model(env_id, tmp_path)
     assert model.n_envs == 16 and not isinstance(model.get_env(), VecNormalize)
     assert model.n_episodes == 16 and defaults.n_episodes == 8
     assert model.credit_weighting == "step" and defaults.credit_weighting == "episode"
     assert (model.baseline, model.vf_coef) == ("value", 0.5) and defaults.baseline == "time"
+    assert (model.gamma, model.gae_lambda) == (0.999, 0.98) and (defaults.gamma, defaults.gae_lambda) == (0.99, 1.0)
     assert model.policy.net_arch == dict(pi=[64, 64], vf=[64, 64])
     assert model.lr_schedule(1.0) == pytest.approx(1e-3) == defaults.lr_schedule(1.0)
     assert model.lr_schedule(0.25) == pytest.approx(2.5e-4)
     assert model.clip_range(0.5) == defaults.clip_range(0.5)
-    for name in set(ENTRY_DEFAULT_NAMES) - {"n_episodes"}:
+    for name in set(ENTRY_DEFAULT_NAMES) - {"n_episodes", "gamma"}:
         assert getattr(model, name) == getattr(defaults, name), name
     model.get_env().close()
 
