@@ -372,9 +372,9 @@ def test_features_extractor_with_parameters(monkeypatch, share):
     assert (vf_extractor_ids <= {id(p) for p in critics[0]}) == (not share)
 
 
-def test_skip_tied_groups_reads_the_rewards_not_the_value_head():
+def test_skip_tied_groups_reads_the_rewards_not_the_value_head(monkeypatch):
     """Every reward 0 (a group without a return signal): the value head's varying V(s) would give non-zero advantages,
-    but the group is skipped as with the time baseline, and nothing moves."""
+    but the group is skipped as with the time baseline, nothing moves, and the value head is never evaluated for it."""
 
     class ZeroRewardCounter(CounterEnv):
         def step(self, action):
@@ -385,9 +385,12 @@ def test_skip_tied_groups_reads_the_rewards_not_the_value_head():
         ZeroRewardCounter, n_envs=2, wrapper_class=gym.wrappers.TimeLimit, wrapper_kwargs={"max_episode_steps": 3}
     )
     model = HAEPO("MlpPolicy", env, n_episodes=4, baseline="value", skip_tied_groups=True, seed=0)
+    value_passes = []
+    monkeypatch.setattr(HAEPO, "_values_without_graph", lambda self, *args: value_passes.append(args))
     before = th.nn.utils.parameters_to_vector(model.policy.parameters()).clone()
     model.learn(12)
     assert model._n_train_calls == 1 and model._n_skipped_groups == 1
+    assert value_passes == []
     assert th.equal(th.nn.utils.parameters_to_vector(model.policy.parameters()), before)
 
 

@@ -486,8 +486,14 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
             group.compute_advantages(self.gamma, self.batch_size, min_std=self.min_return_std)
             if self.credit_weighting == "step":
                 group.scale_advantages(episode_length_factors(group.lengths))
-        elif per_step_credit and isinstance(group, EpisodeBatch):
+        elif per_step_credit and isinstance(group, EpisodeBatch) and self.baseline == "time":
+            advantages = reward_to_go_advantages(group.rewards, group.lengths, self.gamma, min_std=self.min_return_std)
+        if self.skip_tied_groups and not self._group_has_return_signal(group, advantages):
+            self._skip_group(group, clip_range)
+            return
+        if per_step_credit and isinstance(group, EpisodeBatch):
             if self.baseline == "value":
+                # After the skip check, which reads the rewards: a skipped group costs no value-head passes
                 rewards = bootstrap_truncated_rewards(
                     group.rewards,
                     group.lengths,
@@ -498,13 +504,9 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
                 values = self._step_values(group)
                 value_targets = lambda_returns(rewards, values, group.lengths, self.gamma, self.gae_lambda)
                 advantages = value_baseline_advantages(value_targets, values, min_std=self.min_return_std)
-            else:
-                advantages = reward_to_go_advantages(group.rewards, group.lengths, self.gamma, min_std=self.min_return_std)
+            assert advantages is not None
             if self.credit_weighting == "step":
                 advantages = advantages * episode_length_factors(group.lengths, advantages.dtype)[group.episode_index]
-        if self.skip_tied_groups and not self._group_has_return_signal(group, advantages):
-            self._skip_group(group, clip_range)
-            return
         # Scores of the reference policy (M,): no gradient
         ref_scores = self._episode_scores(self.ref_policy, group, self.trajectory_score)
 
@@ -574,7 +576,8 @@ class HAEPO(EpisodicOnPolicyAlgorithm):
 
     def _group_has_return_signal(self, group: "EpisodeBatch | GroupView", advantages: th.Tensor | None) -> bool:
         """:return: :func:`~sb3_haepo.common.utils.has_return_signal` of the group, with the per-step advantages
-        this update computed (read in place from the buffer's slot when the group is streamed)"""
+        this update computed (read in place from the buffer's slot when the group is streamed; before
+        ``credit_weighting``'s positive factors, which leave every zero a zero)"""
         if self.credit == "episode":
             return has_return_signal(group.returns)
         if isinstance(group, GroupView):
